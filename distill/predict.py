@@ -1,0 +1,140 @@
+"""Run a QA model over windowed features and turn its logits into scored predictions.
+
+Reads: a model (any AutoModelForQuestionAnswering), features from `data.features`, examples from
+`data.squad`. Writes (evaluate_model): OUT/predictions.json (official format), OUT/na_probs.json (v2),
+OUT/metrics.json (the `distill score` output).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("distill")
+
+# Padding positions get this logit; postprocess and losses ignore them anyway.
+PAD_LOGIT = -1e4
+
+
+def pick_device(device: str | None = None):
+    import torch
+
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    import torch
+
+    try:
+        a = torch.ones(4, 4, dtype=torch.bfloat16)
+        return bool(torch.isfinite((a @ a).float()).all())
+    except RuntimeError:
+        return False
+
+
+def inference_dtype(precision: str, device) -> "torch.dtype":
+    """auto: fp16 on CUDA, bf16 on CPU where supported, else fp32."""
+    import torch
+
+    if precision == "fp32":
+        return torch.float32
+    if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
+        return torch.float16
+    if precision in ("bf16", "auto") and (device.type == "cuda" or cpu_supports_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def model_input_columns(features, model=None) -> list[str]:
+    cols = ["input_ids", "attention_mask"]
+    if "token_type_ids" in features.column_names:
+        accepts = model is None or "token_type_ids" in model.forward.__code__.co_varnames
+        if accepts:
+            cols.append("token_type_ids")
+    return cols
+
+
+def compute_logits(model, features, *, batch_size: int = 32, precision: str = "auto", device=None,
+                   desc: str = "predict", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end logits, float32 arrays [n_features, max_seq_length], in feature order.
+
+    Each batch is cut to its longest real sequence (padding costs compute, not accuracy); positions
+    beyond it are filled with PAD_LOGIT.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    device = pick_device(device)
+    dtype = inference_dtype(precision, device)
+    model = model.to(device).eval()
+    cols = model_input_columns(features, model)
+    n, seq = len(features), len(features[0]["input_ids"]) if len(features) else 0
+    start = np.full((n, seq), PAD_LOGIT, dtype=np.float32)
+    end = np.full((n, seq), PAD_LOGIT, dtype=np.float32)
+    data = features.with_format("torch", columns=cols)
+    autocast = dtype != torch.float32
+    with torch.inference_mode(), tqdm(total=n, desc=desc, unit="feat", disable=not progress, leave=False) as bar:
+        for lo in range(0, n, batch_size):
+            batch = data[lo:lo + batch_size]
+            width = int(batch["attention_mask"].sum(dim=1).max())
+            inputs = {k: v[:, :width].to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+                out = model(**inputs)
+            start[lo:lo + len(inputs["input_ids"]), :width] = out.start_logits.float().cpu().numpy()
+            end[lo:lo + len(inputs["input_ids"]), :width] = out.end_logits.float().cpu().numpy()
+            bar.update(len(inputs["input_ids"]))
+    return start, end
+
+
+def predict(model, examples, features, *, batch_size: int = 32, precision: str = "auto",
+            null_threshold: float = 0.0, n_best_size: int = 20, max_answer_length: int = 30,
+            progress: bool = True, desc: str = "predict"):
+    """(predictions {id: text}, na_probs {id: p} (v2 only, else {}), version)."""
+    from distill.data.squad import squad_version
+    from distill.postprocess import postprocess_predictions
+
+    version = squad_version(examples)
+    start, end = compute_logits(model, features, batch_size=batch_size, precision=precision,
+                                progress=progress, desc=desc)
+    preds, na_probs = postprocess_predictions(
+        examples, features, start, end, n_best_size=n_best_size, max_answer_length=max_answer_length,
+        version_2=version == "2.0", null_threshold=null_threshold,
+    )
+    return preds, na_probs, version
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
+    tmp.replace(path)
+
+
+def evaluate_model(model_source: str, data_source: str, out_dir: Path, *, window=None, batch_size: int = 32,
+                   precision: str = "auto", max_questions: int | None = None, progress: bool = True) -> dict:
+    """`distill eval`: window the data, run the model, post-process, score; returns the score dict."""
+    from distill.data.features import WindowConfig, prepare_features
+    from distill.data.squad import load_squad, take_questions
+    from distill.metrics import score_examples
+    from distill.models import load_qa_model, load_tokenizer
+
+    examples = load_squad(data_source)
+    if max_questions:
+        examples = take_questions(examples, max_questions)
+    tokenizer = load_tokenizer(model_source)
+    model = load_qa_model(model_source)
+    features = prepare_features(examples, tokenizer, window or WindowConfig())
+    preds, na_probs, version = predict(model, examples, features, batch_size=batch_size,
+                                       precision=precision, progress=progress, desc="eval")
+    metrics = score_examples(examples, preds, na_probs=na_probs or None, version=version)
+    out_dir = Path(out_dir)
+    write_json(out_dir / "predictions.json", preds)
+    if version == "2.0":
+        write_json(out_dir / "na_probs.json", na_probs)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
