@@ -1,0 +1,207 @@
+"""The recipe: one typed schema that is the single source of defaults, validation and help.
+
+Reads: a YAML file plus `--set a.b=c` overrides. Writes nothing (the run saves
+`recipe.resolved.yaml` beside its outputs). Unknown keys, wrong types and impossible combinations
+are collected and raised together as one InputError, each line prefixed with its YAML path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distill.data.features import WindowConfig
+from distill.errors import InputError
+from distill.train import TrainConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    train: str = Field(description="Training SQuAD: official JSON, flat JSON/JSONL rows, or a hub id (rajpurkar/squad).")
+    eval: str = Field(description="Evaluation SQuAD, same forms as `train`.")
+    train_split: str = Field("train", description="Split name when `train` is a hub id.")
+    eval_split: str = Field("validation", description="Split name when `eval` is a hub id.")
+    train_questions: Optional[int] = Field(None, gt=0, description="Use only the first N training questions.")
+    eval_questions: Optional[int] = Field(None, gt=0, description="Use only the first N evaluation questions.")
+    window: WindowConfig = Field(default_factory=WindowConfig, description="Windowing of long contexts.")
+
+
+class FinetuneConfig(TrainConfig):
+    """Teacher fine-tuning: the student loop with cross-entropy only."""
+
+    alpha: float = Field(0.0, ge=0.0, le=0.0, description="Fixed at 0: fine-tuning uses gold spans only.")
+    online_teacher: bool = Field(False, description="Not used for teacher fine-tuning.")
+
+    @field_validator("online_teacher")
+    @classmethod
+    def _no_online(cls, v):
+        if v:
+            raise ValueError("teacher fine-tuning has no teacher of its own")
+        return v
+
+
+class TeacherConfig(Strict):
+    model: str = Field(description="Hub id, local model directory, or `minilm` (the packaged all-MiniLM-L6-v2).")
+    finetune: Optional[FinetuneConfig] = Field(
+        None, description="Fine-tune the teacher on data.train first (needed for a base encoder without a QA head).")
+    logits_dtype: Literal["fp16", "fp32"] = Field("fp16", description="Storage dtype of the cached logits.")
+    batch_size: int = Field(64, gt=0, description="Inference batch size for caching and evaluation.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Inference precision.")
+
+
+class StudentConfig(Strict):
+    model: Optional[str] = Field(None, description="Pretrained student: hub id or local directory.")
+    config: Optional[str] = Field(None, description="Random init from a config: hub id, directory or config.json.")
+    from_teacher_layers: Optional[list[int]] = Field(
+        None, description="Init from the teacher keeping these layers, e.g. [0, 2, 4] (DistilBERT-style).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [k for k in ("model", "config", "from_teacher_layers") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of model, config, from_teacher_layers (got {given or 'none'})")
+        return self
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(64, gt=0, description="Inference batch size.")
+    n_best_size: int = Field(20, gt=0, description="Candidates per window for the span search.")
+    max_answer_length: int = Field(30, gt=0, description="Longest answer span in tokens.")
+    null_threshold: float = Field(0.0, description="SQuAD v2: predict no-answer when null - best span > this.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Inference precision.")
+
+
+class BenchGate(Strict):
+    max_f1_drop: float = Field(1.0, ge=0, description="Regression if student F1 drops by more than this (absolute).")
+    max_em_drop: float = Field(1.0, ge=0, description="Regression if student EM drops by more than this (absolute).")
+    max_ratio_increase: float = Field(
+        0.15, ge=0, description="Regression if a student/teacher speed or memory ratio grows by more than this fraction.")
+
+
+class Recipe(Strict):
+    output_dir: str = Field(description="Where the run writes its outputs; never overwritten by another run.")
+    cache_dir: str = Field(".cache/distill", description="Shared cache: fine-tuned teachers and teacher logits.")
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    bench: BenchGate = Field(default_factory=BenchGate)
+
+    @model_validator(mode="after")
+    def _needs_teacher_signal(self):
+        if self.train.alpha == 0 and self.train.online_teacher:
+            raise ValueError("train.online_teacher needs train.alpha > 0 (alpha 0 trains on gold spans only)")
+        return self
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _loc(loc) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        path = _loc(e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{path}: {msg}")
+    return lines
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.lr=3e-5")
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise InputError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
+    """Parse and schema-validate; every problem is reported in one InputError."""
+    path = Path(path)
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        lines = format_validation_error(err)
+        raise InputError(f"{path}: {len(lines)} problem(s)\n  " + "\n  ".join(lines)) from None
+
+
+def resolve_path(value: str) -> Path:
+    """Paths in recipes are relative to the working directory (run from the project root)."""
+    return Path(value).expanduser()
+
+
+def looks_like_path(value: str) -> bool:
+    return value.endswith((".json", ".jsonl", ".yaml", ".yml")) or value.startswith((".", "/", "~")) \
+        or Path(value).exists()
+
+
+def dump_resolved(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def help_text(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
+    """Every key with its default and description, generated from the schema (for `distill validate --keys`)."""
+    lines = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is None:
+            args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            sub = args[0] if args else None
+        if sub is not None:
+            lines.append(f"{key}: {field.description or ''}")
+            lines.extend(help_text(sub, key + "."))
+        else:
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            lines.append(f"{key} = {default}  # {field.description or ''}")
+    return lines

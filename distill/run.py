@@ -1,0 +1,256 @@
+"""`distill run`: the whole pipeline from a recipe.
+
+Reads: a Recipe (see recipe.py). Writes into recipe.output_dir:
+  recipe.resolved.yaml   the validated recipe with every default filled in
+  train_log.jsonl, tensorboard/, checkpoints/, student/   (from train.py)
+  teacher_predictions.json, predictions.json (student), na_probs*.json (v2), metrics.json
+and into recipe.cache_dir: fine-tuned teachers (teachers/<key>/) and teacher logits (teacher_logits/<key>/).
+
+Stages, each skipped when its result is cached: data -> features -> teacher fine-tune (if asked)
+-> teacher logit cache -> student training -> evaluation of teacher and student.
+Every input is loaded and validated before the first expensive stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from distill.errors import InputError
+from distill.recipe import Recipe, dump_resolved, looks_like_path, resolve_path
+
+log = logging.getLogger("distill")
+
+RESOLVED = "recipe.resolved.yaml"
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def _check_model_source(key: str, source: str, problems: list[str]) -> None:
+    from distill.models import resolve_source
+
+    try:
+        resolve_source(source)
+    except InputError as err:
+        problems.append(f"{key}: {err}")
+
+
+def preflight(recipe: Recipe, *, load_data: bool = True):
+    """Check everything a run needs before any expensive stage; all problems in one InputError.
+
+    Returns a dict of what was loaded (examples, tokenizers) so the run does not load twice.
+    """
+    from distill.ds_config import build_ds_config
+    from distill.models import load_tokenizer, tokenizers_compatible
+
+    problems: list[str] = []
+    loaded: dict = {}
+    for key in ("train", "eval"):
+        source = getattr(recipe.data, key)
+        if looks_like_path(source) and not resolve_path(source).is_file():
+            problems.append(f"data.{key}: file not found: {source}")
+    _check_model_source("teacher.model", recipe.teacher.model, problems)
+    for key in ("model", "config"):
+        value = getattr(recipe.student, key)
+        if value is not None:
+            _check_model_source(f"student.{key}", value, problems)
+    for section, cfg in (("train", recipe.train), ("teacher.finetune", recipe.teacher.finetune)):
+        if cfg is None:
+            continue
+        try:
+            build_ds_config(cfg)
+        except InputError as err:
+            problems.append(f"{section}.ds_config: {err}")
+    if problems:
+        raise InputError("recipe check failed: " + str(len(problems)) + " problem(s)\n  " + "\n  ".join(problems))
+
+    # Tokenisers must agree for token-level logits to line up (only checkable when both are local).
+    student_tok_source = recipe.student.model or recipe.student.config
+    teacher_tok = student_tok = None
+    try:
+        teacher_tok = load_tokenizer(recipe.teacher.model)
+        loaded["tokenizer"] = teacher_tok
+    except InputError as err:
+        problems.append(f"teacher.model: {err}")
+    if student_tok_source is not None and recipe.student.model is not None:
+        try:
+            student_tok = load_tokenizer(student_tok_source)
+        except InputError as err:
+            problems.append(f"student.model: {err}")
+    if teacher_tok is not None and student_tok is not None:
+        try:
+            tokenizers_compatible(teacher_tok, student_tok, recipe.teacher.model, student_tok_source)
+        except InputError as err:
+            problems.append(f"student.model: {err}")
+
+    if load_data:
+        from distill.data.squad import load_squad, take_questions
+
+        for key in ("train", "eval"):
+            source = getattr(recipe.data, key)
+            split = getattr(recipe.data, f"{key}_split")
+            limit = getattr(recipe.data, f"{key}_questions")
+            try:
+                ds = load_squad(str(resolve_path(source)) if looks_like_path(source) else source, split=split)
+                loaded[key] = take_questions(ds, limit) if limit else ds
+            except InputError as err:
+                problems.append(f"data.{key}: {err}")
+    if problems:
+        raise InputError("recipe check failed: " + str(len(problems)) + " problem(s)\n  " + "\n  ".join(problems))
+    return loaded
+
+
+# ---------------------------------------------------------------- output directory
+
+
+def claim_output_dir(recipe: Recipe, resume: bool) -> Path:
+    """Refuse to mix runs: an existing output_dir must hold this same recipe, and only with --resume."""
+    out = resolve_path(recipe.output_dir)
+    resolved = dump_resolved(recipe)
+    if out.exists() and any(out.iterdir()):
+        saved = out / RESOLVED
+        if not saved.is_file():
+            raise InputError(f"output_dir {out}: exists and holds files that are not a distill run; choose another")
+        if saved.read_text() != resolved:
+            raise InputError(
+                f"output_dir {out}: holds a run of a different recipe ({saved}); choose another output_dir")
+        if not resume:
+            raise InputError(f"output_dir {out}: already holds this run; pass --resume to continue it")
+    elif resume:
+        log.info("--resume: %s holds no run yet, starting fresh", out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESOLVED).write_text(resolved)
+    return out
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _hash_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def finetune_teacher(recipe: Recipe, teacher, tokenizer, features, cache_root: Path) -> Path:
+    """Fine-tune a base encoder on the training features (CE only); reused when already done."""
+    from distill.models import weights_hash
+    from distill.train import train_student
+
+    cfg = recipe.teacher.finetune
+    key = _hash_json([weights_hash(teacher), features._fingerprint, cfg.model_dump(mode="json")])
+    final = cache_root / "teachers" / key
+    if (final / "config.json").is_file():
+        log.info("teacher fine-tune: reusing %s", final)
+        return final
+    work = cache_root / "teachers" / f"{key}.work"
+    log.info("teacher fine-tune: training %s on %d features -> %s", recipe.teacher.model, len(features), final)
+    student_dir = train_student(cfg, teacher, tokenizer, features, work, resume=(work / "checkpoints").exists())
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(student_dir, final.with_name(final.name + ".tmp"))
+    final.with_name(final.name + ".tmp").rename(final)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def make_student(recipe: Recipe, teacher):
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    from distill.models import load_qa_model, resolve_source, student_from_teacher_layers
+
+    s = recipe.student
+    if s.from_teacher_layers is not None:
+        try:
+            return student_from_teacher_layers(teacher, s.from_teacher_layers)
+        except InputError as err:
+            raise InputError(f"student.from_teacher_layers: {err}") from None
+    if s.model is not None:
+        return load_qa_model(s.model)
+    source = resolve_source(s.config)
+    config = AutoConfig.from_pretrained(source)
+    return AutoModelForQuestionAnswering.from_config(config)
+
+
+def evaluate_pair(recipe: Recipe, models: dict, tokenizer, examples, out: Path) -> dict:
+    from distill.data.features import prepare_features
+    from distill.data.squad import squad_version
+    from distill.metrics import score_examples
+    from distill.predict import predict, write_json
+
+    features = prepare_features(examples, tokenizer, recipe.data.window)
+    metrics = {"eval_data": recipe.data.eval, "n_questions": len(examples), "version": squad_version(examples)}
+    names = {"teacher": "teacher_predictions.json", "student": "predictions.json"}
+    for role, model in models.items():
+        e = recipe.eval
+        t0 = time.perf_counter()
+        preds, na_probs, version = predict(model, examples, features, batch_size=e.batch_size,
+                                           precision=e.precision, null_threshold=e.null_threshold,
+                                           n_best_size=e.n_best_size, max_answer_length=e.max_answer_length,
+                                           desc=f"eval {role}")
+        write_json(out / names[role], preds)
+        if version == "2.0":
+            write_json(out / names[role].replace("predictions", "na_probs"), na_probs)
+        metrics[role] = score_examples(examples, preds, na_probs=na_probs or None, version=version)
+        metrics[f"{role}_eval_seconds"] = round(time.perf_counter() - t0, 2)
+        log.info("eval %s: %s", role, json.dumps(metrics[role]))
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def run(recipe: Recipe, *, resume: bool = False) -> dict:
+    from distill.data.features import prepare_features
+    from distill.models import load_qa_model, tokenizers_compatible
+    from distill.teacher import build_logit_cache
+    from distill.train import train_student
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage):
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 2)
+        clock = now
+
+    loaded = preflight(recipe)
+    out = claim_output_dir(recipe, resume)
+    cache_root = resolve_path(recipe.cache_dir)
+    tokenizer = loaded["tokenizer"]
+    lap("preflight")
+
+    train_features = prepare_features(loaded["train"], tokenizer, recipe.data.window)
+    log.info("features: %d train windows from %d questions", len(train_features), len(loaded["train"]))
+    lap("features")
+
+    teacher = load_qa_model(recipe.teacher.model)
+    if recipe.teacher.finetune is not None:
+        teacher_dir = finetune_teacher(recipe, teacher, tokenizer, train_features, cache_root)
+        teacher = load_qa_model(str(teacher_dir))
+    lap("teacher_finetune")
+
+    logits = None
+    if recipe.train.alpha > 0 and not recipe.train.online_teacher:
+        logits, info = build_logit_cache(teacher, train_features, cache_root, dtype=recipe.teacher.logits_dtype,
+                                         precision=recipe.teacher.precision, batch_size=recipe.teacher.batch_size)
+    lap("teacher_logits")
+
+    student = make_student(recipe, teacher)
+    student_dir = train_student(
+        recipe.train, student, tokenizer, train_features, out, teacher_logits=logits,
+        teacher_model=teacher if recipe.train.online_teacher else None, resume=resume,
+    )
+    lap("student_train")
+
+    from distill.models import load_qa_model as _load
+
+    metrics = evaluate_pair(recipe, {"teacher": teacher, "student": _load(str(student_dir))}, tokenizer,
+                            loaded["eval"], out)
+    lap("eval")
+    metrics["stage_seconds"] = timings
+    from distill.predict import write_json
+
+    write_json(out / "metrics.json", metrics)
+    return metrics
