@@ -108,7 +108,7 @@ def validate(
     r = load_recipe(recipe, overrides or [])
     if deep:
         _setup_logging()
-        preflight(r, load_data=True)
+        preflight(r, for_run=False)
     typer.echo(f"{recipe}: ok")
 
 
@@ -160,6 +160,132 @@ def eval_cmd(
     metrics = evaluate_model(model, data_file, out, window=window, batch_size=batch_size, precision=precision,
                              max_questions=max_questions)
     typer.echo(json.dumps(metrics))
+
+
+F1DropOpt = Annotated[Optional[float], typer.Option(
+    "--max-f1-drop", min=0, help="Regression if F1 drops by more than this (points); default: recipe bench section.")]
+EMDropOpt = Annotated[Optional[float], typer.Option(
+    "--max-em-drop", min=0, help="Regression if EM drops by more than this (points); default: recipe bench section.")]
+RatioOpt = Annotated[Optional[float], typer.Option(
+    "--max-ratio-increase", min=0,
+    help="Regression if a student/teacher speed, memory or size ratio worsens by more than this fraction.")]
+
+
+def _gate(base, max_f1_drop, max_em_drop, max_ratio_increase):
+    from distill.recipe import BenchGate
+
+    given = {k: v for k, v in (("max_f1_drop", max_f1_drop), ("max_em_drop", max_em_drop),
+                               ("max_ratio_increase", max_ratio_increase)) if v is not None}
+    return (base or BenchGate()).model_copy(update=given)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b < 1 for b in sizes):
+        raise InputError(f"--batch-sizes {text!r}: expected positive integers separated by commas, e.g. 1,8,32")
+    return sorted(set(sizes))
+
+
+@app.command("bench")
+@user_errors
+def bench_cmd(
+    run_dir: Annotated[Optional[Path], typer.Argument(
+        help="A `distill run` output directory: teacher, student, data and tolerances come from it.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher QA model: directory, hub id, or `minilm`.")] = None,
+    student: Annotated[Optional[str], typer.Option(help="Student QA model: directory or hub id.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="Evaluation SQuAD: official JSON, flat JSON/JSONL, or hub id.")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,32",
+    seq_len: Annotated[Optional[int], typer.Option(min=8, help="Window length (default 384, or the run's).")] = None,
+    max_questions: Annotated[Optional[int], typer.Option(min=1, help="Only the first N questions.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 (default auto, or the run's).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N]; default cuda when available.")] = None,
+    eval_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size for the quality pass.")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations per model and setting.")] = 2,
+    min_iters: Annotated[int, typer.Option(min=1, help="At least this many timed iterations per setting.")] = 10,
+    min_seconds: Annotated[float, typer.Option(min=0, help="And at least this much timed time per setting.")] = 1.0,
+    memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory in subprocesses.")] = True,
+    baseline: Annotated[Optional[Path], typer.Option(help="A previous bench.json: compare and exit 1 on regression.")] = None,
+    max_f1_drop: F1DropOpt = None,
+    max_em_drop: EMDropOpt = None,
+    max_ratio_increase: RatioOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory (default: RUN_DIR, else ./bench).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Measure teacher vs student: EM/F1, latency, throughput, memory, size; bench.json/md/png; exit 1 on regression."""
+    from distill.bench import BenchSettings, _load_inputs, expected_settings, run_bench, settings_from_run_dir, write_outputs
+    from distill.errors import EXIT_REGRESSION
+    from distill.report import check_settings_comparable, compare, load_bench, render_report
+
+    kwargs: dict = {}
+    recipe_gate = None
+    if run_dir is not None:
+        kwargs, recipe_gate = settings_from_run_dir(run_dir)
+    explicit = {"teacher": teacher, "student": student, "data": data, "seq_len": seq_len,
+                "max_questions": max_questions, "precision": precision, "eval_batch_size": eval_batch_size}
+    kwargs.update({k: v for k, v in explicit.items() if v is not None})
+    missing = [f"--{k}" for k in ("teacher", "student", "data") if not kwargs.get(k)]
+    if missing:
+        raise InputError(f"give a RUN_DIR or all of --teacher, --student, --data (missing {', '.join(missing)})")
+    if kwargs.get("precision", "auto") not in ("auto", "fp32", "bf16", "fp16"):
+        raise InputError(f"--precision {kwargs['precision']!r}: expected auto, fp32, bf16 or fp16")
+    out = out or run_dir or Path("bench")
+    settings = BenchSettings(**{"precision": "auto", **kwargs}, out=out, batch_sizes=_batch_sizes(batch_sizes),
+                             device=device, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds,
+                             memory=memory, progress=progress)
+    gate = _gate(recipe_gate, max_f1_drop, max_em_drop, max_ratio_increase)
+    _setup_logging(verbose)
+
+    old = load_bench(baseline) if baseline is not None else None
+    prepared = _load_inputs(settings)
+    if old is not None:
+        check_settings_comparable(old, expected_settings(settings, prepared[1]), baseline, out / "bench.json")
+    result = run_bench(settings, prepared=prepared)
+    paths = write_outputs(result, out)
+    typer.echo(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+    if old is None:
+        return
+    comparison = compare(old, result, gate)
+    report_md = out / "report.md"
+    report_md.write_text(render_report(comparison, baseline, paths["json"], gate))
+    typer.echo(f"wrote {report_md}")
+    typer.echo(comparison.verdict_line())
+    if comparison.regressed:
+        raise typer.Exit(code=EXIT_REGRESSION)
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    old: Annotated[Path, typer.Argument(help="Baseline bench.json.")],
+    new: Annotated[Path, typer.Argument(help="New bench.json.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write DIR/report.md.")] = None,
+    md: Annotated[Optional[Path], typer.Option(help="Write the report to this file (e.g. $GITHUB_STEP_SUMMARY).")] = None,
+    max_f1_drop: F1DropOpt = None,
+    max_em_drop: EMDropOpt = None,
+    max_ratio_increase: RatioOpt = None,
+) -> None:
+    """Compare two bench.json files without measuring; report.md; exit 1 on regression."""
+    from distill.errors import EXIT_REGRESSION
+    from distill.report import compare_files
+
+    if out is not None and md is not None:
+        raise InputError("give --out DIR or --md FILE, not both")
+    gate = _gate(None, max_f1_drop, max_em_drop, max_ratio_increase)
+    comparison, text = compare_files(old, new, gate)
+    target = md or (out / "report.md" if out is not None else None)
+    if target is None:
+        typer.echo(text)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        typer.echo(f"wrote {target}")
+        typer.echo(comparison.verdict_line())
+    if comparison.regressed:
+        raise typer.Exit(code=EXIT_REGRESSION)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m distill`

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -31,77 +32,84 @@ RESOLVED = "recipe.resolved.yaml"
 # ---------------------------------------------------------------- preflight
 
 
-def _check_model_source(key: str, source: str, problems: list[str]) -> None:
-    from distill.models import resolve_source
+def _is_hub(source: str) -> bool:
+    from distill.models import PACKAGED_MINILM
 
-    try:
-        resolve_source(source)
-    except InputError as err:
-        problems.append(f"{key}: {err}")
+    return source != PACKAGED_MINILM and not looks_like_path(source)
 
 
-def preflight(recipe: Recipe, *, load_data: bool = True):
-    """Check everything a run needs before any expensive stage; all problems in one InputError.
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1"
 
-    Returns a dict of what was loaded (examples, tokenizers) so the run does not load twice.
+
+def preflight(recipe: Recipe, *, for_run: bool = True) -> dict:
+    """Load and check every input before any expensive stage; all problems in one InputError.
+
+    Checks: data files (loaded and validated), model sources, tokenizer pairing, ds_config files and
+    their "auto" filling, precision on this device. Hub sources cannot be checked offline: they are
+    listed in `notes` instead. `for_run=False` (validate) reports device-dependent problems, such as
+    fp16 on a machine without CUDA, as notes: the recipe may be meant for another machine.
+    Returns what it loaded (examples, tokenizer) so the run does not load twice, plus `notes`.
     """
+    from distill.data.squad import load_squad, take_questions
     from distill.ds_config import build_ds_config
-    from distill.models import load_tokenizer, tokenizers_compatible
+    from distill.models import load_tokenizer, resolve_source, tokenizers_compatible
 
     problems: list[str] = []
-    loaded: dict = {}
+    notes: list[str] = []
+    loaded: dict = {"notes": notes}
+
+    def hub_skip(key: str, source: str) -> bool:
+        if _is_hub(source) and _offline():
+            notes.append(f"{key}: {source} is a hub id; not checked (HF_HUB_OFFLINE=1)")
+            return True
+        return False
+
     for key in ("train", "eval"):
         source = getattr(recipe.data, key)
-        if looks_like_path(source) and not resolve_path(source).is_file():
-            problems.append(f"data.{key}: file not found: {source}")
-    _check_model_source("teacher.model", recipe.teacher.model, problems)
-    for key in ("model", "config"):
-        value = getattr(recipe.student, key)
-        if value is not None:
-            _check_model_source(f"student.{key}", value, problems)
+        if hub_skip(f"data.{key}", source):
+            continue
+        split, limit = getattr(recipe.data, f"{key}_split"), getattr(recipe.data, f"{key}_questions")
+        try:
+            ds = load_squad(str(resolve_path(source)) if looks_like_path(source) else source, split=split)
+            loaded[key] = take_questions(ds, limit) if limit else ds
+        except InputError as err:
+            problems.append(f"data.{key}: {err}")
+
+    tokenizers = {}
+    student_source = recipe.student.model or recipe.student.config
+    for key, source in (("teacher.model", recipe.teacher.model),
+                        ("student.model" if recipe.student.model else "student.config", student_source)):
+        if source is None or hub_skip(key, source):
+            continue
+        try:
+            resolve_source(source)
+            if key != "student.config":
+                tokenizers[key] = load_tokenizer(source)
+        except InputError as err:
+            problems.append(f"{key}: {err}")
+    if "teacher.model" in tokenizers:
+        loaded["tokenizer"] = tokenizers["teacher.model"]
+    if len(tokenizers) == 2:
+        try:
+            tokenizers_compatible(tokenizers["teacher.model"], tokenizers["student.model"],
+                                  recipe.teacher.model, student_source)
+        except InputError as err:
+            problems.append(f"student.model: {err}")
+
     for section, cfg in (("train", recipe.train), ("teacher.finetune", recipe.teacher.finetune)):
         if cfg is None:
             continue
         try:
-            build_ds_config(cfg)
+            build_ds_config(cfg, world_size=1)
         except InputError as err:
-            problems.append(f"{section}.ds_config: {err}")
+            line = f"{section}: {err}"
+            device_only = "CUDA" in str(err) and cfg.precision == "fp16"
+            (notes if device_only and not for_run else problems).append(line)
     if problems:
-        raise InputError("recipe check failed: " + str(len(problems)) + " problem(s)\n  " + "\n  ".join(problems))
-
-    # Tokenisers must agree for token-level logits to line up (only checkable when both are local).
-    student_tok_source = recipe.student.model or recipe.student.config
-    teacher_tok = student_tok = None
-    try:
-        teacher_tok = load_tokenizer(recipe.teacher.model)
-        loaded["tokenizer"] = teacher_tok
-    except InputError as err:
-        problems.append(f"teacher.model: {err}")
-    if student_tok_source is not None and recipe.student.model is not None:
-        try:
-            student_tok = load_tokenizer(student_tok_source)
-        except InputError as err:
-            problems.append(f"student.model: {err}")
-    if teacher_tok is not None and student_tok is not None:
-        try:
-            tokenizers_compatible(teacher_tok, student_tok, recipe.teacher.model, student_tok_source)
-        except InputError as err:
-            problems.append(f"student.model: {err}")
-
-    if load_data:
-        from distill.data.squad import load_squad, take_questions
-
-        for key in ("train", "eval"):
-            source = getattr(recipe.data, key)
-            split = getattr(recipe.data, f"{key}_split")
-            limit = getattr(recipe.data, f"{key}_questions")
-            try:
-                ds = load_squad(str(resolve_path(source)) if looks_like_path(source) else source, split=split)
-                loaded[key] = take_questions(ds, limit) if limit else ds
-            except InputError as err:
-                problems.append(f"data.{key}: {err}")
-    if problems:
-        raise InputError("recipe check failed: " + str(len(problems)) + " problem(s)\n  " + "\n  ".join(problems))
+        raise InputError(f"recipe check failed, {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    for note in notes:
+        log.warning("note: %s", note)
     return loaded
 
 
@@ -135,23 +143,26 @@ def _hash_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def finetune_teacher(recipe: Recipe, teacher, tokenizer, features, cache_root: Path) -> Path:
-    """Fine-tune a base encoder on the training features (CE only); reused when already done."""
+def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Path:
+    """Fine-tune a base encoder on the training features (CE only); reused when already done.
+
+    The result is keyed by the base weights, the features' fingerprint and the fine-tuning settings.
+    """
     from distill.models import weights_hash
     from distill.train import train_student
 
-    cfg = recipe.teacher.finetune
     key = _hash_json([weights_hash(teacher), features._fingerprint, cfg.model_dump(mode="json")])
-    final = cache_root / "teachers" / key
+    final = Path(cache_root) / "teachers" / key
     if (final / "config.json").is_file():
         log.info("teacher fine-tune: reusing %s", final)
         return final
-    work = cache_root / "teachers" / f"{key}.work"
-    log.info("teacher fine-tune: training %s on %d features -> %s", recipe.teacher.model, len(features), final)
+    work = Path(cache_root) / "teachers" / f"{key}.work"
+    log.info("teacher fine-tune: training on %d features -> %s", len(features), final)
     student_dir = train_student(cfg, teacher, tokenizer, features, work, resume=(work / "checkpoints").exists())
-    shutil.rmtree(final, ignore_errors=True)
-    shutil.copytree(student_dir, final.with_name(final.name + ".tmp"))
-    final.with_name(final.name + ".tmp").rename(final)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(student_dir, tmp)
+    tmp.rename(final)
     shutil.rmtree(work, ignore_errors=True)
     return final
 
@@ -202,7 +213,7 @@ def evaluate_pair(recipe: Recipe, models: dict, tokenizer, examples, out: Path) 
 
 def run(recipe: Recipe, *, resume: bool = False) -> dict:
     from distill.data.features import prepare_features
-    from distill.models import load_qa_model, tokenizers_compatible
+    from distill.models import load_qa_model, resolve_source
     from distill.teacher import build_logit_cache
     from distill.train import train_student
 
@@ -226,9 +237,10 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
     lap("features")
 
     teacher = load_qa_model(recipe.teacher.model)
+    teacher_dir = resolve_source(recipe.teacher.model)
     if recipe.teacher.finetune is not None:
-        teacher_dir = finetune_teacher(recipe, teacher, tokenizer, train_features, cache_root)
-        teacher = load_qa_model(str(teacher_dir))
+        teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, train_features, cache_root))
+        teacher = load_qa_model(teacher_dir)
     lap("teacher_finetune")
 
     logits = None
@@ -244,12 +256,12 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
     )
     lap("student_train")
 
-    from distill.models import load_qa_model as _load
-
-    metrics = evaluate_pair(recipe, {"teacher": teacher, "student": _load(str(student_dir))}, tokenizer,
+    metrics = evaluate_pair(recipe, {"teacher": teacher, "student": load_qa_model(str(student_dir))}, tokenizer,
                             loaded["eval"], out)
     lap("eval")
     metrics["stage_seconds"] = timings
+    metrics["teacher_dir"] = teacher_dir
+    metrics["student_dir"] = str(student_dir)
     from distill.predict import write_json
 
     write_json(out / "metrics.json", metrics)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, PositiveInt, model_validator
 class WindowConfig(BaseModel):
     """How contexts are cut into model-sized windows (the recipe's `data.window` section)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
     max_seq_length: PositiveInt = 384
     doc_stride: PositiveInt = 128
@@ -116,14 +116,13 @@ def _feature_types(with_token_types: bool):
     cols = {
         "input_ids": List(Value("int32")),
         "attention_mask": List(Value("int32")),
+        **({"token_type_ids": List(Value("int32"))} if with_token_types else {}),
         "offset_mapping": List(List(Value("int32"))),
         "context_mask": List(Value("int32")),
         "start_positions": Value("int64"),
         "end_positions": Value("int64"),
         "example_id": Value("string"),
     }
-    if with_token_types:
-        cols["token_type_ids"] = List(Value("int32"))
     return Features(cols)
 
 

@@ -8,9 +8,11 @@ every later `.map` is fingerprint-cached on disk) while an edited file gets a ne
 
 Columns: id, title, context, question, answers {text: list[str], answer_start: list[int]}, is_impossible.
 
-The SQuAD version is recorded in `ds.info.description` as "squad-version: 1.1|2.0" ("2.0" when the
-source carried `is_impossible` keys, declared "version": "v2.0", or, for flat rows and hub data that
-have no such key, had questions without answers). `info` survives `select`/`map`/`filter`, so
+The SQuAD version is recorded in `ds.info.description` as "squad-version: 1.1|2.0". Official files:
+their declared "version", else "2.0" when questions carry `is_impossible` keys. Flat rows and hub data:
+a declared {"version", "data"} wins, else "2.0" when some question is impossible (is_impossible true, or
+no answers and no is_impossible key, as in rajpurkar/squad_v2), so re-loading an export of v1.1 rows
+with an all-false is_impossible column stays "1.1". `info` survives `select`/`map`/`filter`, so
 `squad_version` works on slices; datasets built elsewhere fall back to looking at the rows.
 """
 
@@ -154,7 +156,8 @@ def _official_rows(path: Path, data: dict) -> tuple[list[dict], str]:
     return rows, version
 
 
-def _flat_rows(path: Path, items: list, *, line_numbers: list[int] | None = None) -> tuple[list[dict], str]:
+def _flat_rows(path: Path, items: list, *, line_numbers: list[int] | None = None, declared: str = ""
+               ) -> tuple[list[dict], str]:
     rows, v2 = [], False
     for i, item in enumerate(items):
         where = f"line {line_numbers[i]}" if line_numbers else f"row {i}"
@@ -164,8 +167,15 @@ def _flat_rows(path: Path, items: list, *, line_numbers: list[int] | None = None
         if not has_flag:
             # Hub-style v2 rows (rajpurkar/squad_v2 exports) mark unanswerable questions only by empty answers.
             row["is_impossible"] = not row["answers"]["text"]
-        v2 |= has_flag or row["is_impossible"]
+        elif not row["is_impossible"] and not row["answers"]["text"]:
+            raise InputError(f"{path}: question {row['id']}: no answers and is_impossible is false")
+        if row["is_impossible"] and declared == "1.1":
+            raise InputError(f"{path}: question {row['id']}: unanswerable (SQuAD v2.0) but the file declares version 1.1")
+        v2 |= row["is_impossible"]
         rows.append(row)
+    if declared:
+        return rows, "2.0" if declared.startswith("2") else "1.1"
+    # Flat rows carry no version; an all-false is_impossible column (e.g. our own export of v1.1) stays 1.1.
     return rows, "2.0" if v2 else "1.1"
 
 
@@ -191,7 +201,9 @@ def read_squad_file(path: str | os.PathLike) -> tuple[list[dict], str, str]:
         data = _decode_json(path, text)
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             nested = any(isinstance(a, dict) and "paragraphs" in a for a in data["data"])
-            rows, version = _official_rows(path, data) if nested else _flat_rows(path, data["data"])
+            rows, version = _official_rows(path, data) if nested else _flat_rows(
+                path, data["data"], declared=str(data.get("version", "")).lstrip("v")
+            )
         elif isinstance(data, list):
             rows, version = _flat_rows(path, data)
         else:

@@ -1,0 +1,187 @@
+"""What DeepSpeed costs per training step on CPU, against a plain PyTorch loop.
+
+Reads: nothing but `ds_configs/zero2_bf16.json` (the shipped config, filled like train.py fills it).
+Writes: benchmarks/results/deepspeed_overhead.json (and prints it).
+
+A DistilBERT-base-sized QA model (random init from `DistilBertConfig()`), seq 384, batch 8, bf16:
+  plain      fp32 weights, torch.autocast(bf16) forward, torch AdamW, grad clipping
+  plain_pure_bf16   the model cast to bf16 (what DeepSpeed's `bf16` block does to the module)
+  ds_before  the textbook ZeRO-2 bf16 config: `"bf16": {"enabled": true}`, overlap_comm, buckets
+  ds_fp32    the same ZeRO-2 engine without any precision block (isolates the engine from bf16)
+  ds_after   ds_configs/zero2_bf16.json as shipped (torch_autocast instead of the bf16 block)
+All runs happen in ONE process, one after the other, so the ratios compare like with like.
+
+Usage: DS_ACCELERATOR=cpu .venv/bin/python benchmarks/deepspeed_overhead.py [--warmup 2] [--steps 5]
+       [--variants plain ds_before ds_after] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "deepspeed_overhead.json"
+
+SEQ, BATCH, LR = 384, 8, 5e-5
+
+BEFORE = {
+    "train_micro_batch_size_per_gpu": BATCH,
+    "gradient_accumulation_steps": 1,
+    "gradient_clipping": 1.0,
+    "bf16": {"enabled": True},
+    "zero_optimization": {
+        "stage": 2, "overlap_comm": True, "contiguous_gradients": True,
+        "reduce_scatter": True, "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8,
+    },
+    "steps_per_print": 10**9,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_model():
+    from transformers import DistilBertConfig, DistilBertForQuestionAnswering
+
+    torch.manual_seed(0)
+    return DistilBertForQuestionAnswering(DistilBertConfig())
+
+
+def make_batch():
+    g = torch.Generator().manual_seed(1)
+    return {
+        "input_ids": torch.randint(1000, 30000, (BATCH, SEQ), generator=g),
+        "attention_mask": torch.ones(BATCH, SEQ, dtype=torch.long),
+        "start_positions": torch.randint(0, SEQ, (BATCH,), generator=g),
+        "end_positions": torch.randint(0, SEQ, (BATCH,), generator=g),
+    }
+
+
+def time_steps(step, warmup: int, steps: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def plain_step_fn(pure_bf16: bool):
+    model = make_model()
+    if pure_bf16:
+        model = model.to(torch.bfloat16)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    batch = make_batch()
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not pure_bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, None
+
+
+def ds_step_fn(config: dict):
+    import deepspeed
+
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=copy.deepcopy(config))
+    batch = make_batch()
+    if engine.bfloat16_enabled():
+        batch = {k: v for k, v in batch.items()}
+
+    def step():
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+
+    return step, engine
+
+
+def shipped_after_config() -> dict:
+    from distill.ds_config import build_ds_config
+    from distill.train import TrainConfig
+
+    cfg = TrainConfig(batch_size=BATCH, precision="bf16", ds_config=str(ROOT / "ds_configs" / "zero2_bf16.json"))
+    return build_ds_config(cfg, world_size=1)
+
+
+def profile_once(step, label: str) -> list[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    print(f"--- profile {label}\n{table}")
+    return table.splitlines()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--variants", nargs="+",
+                    default=["plain", "plain_pure_bf16", "ds_before", "ds_fp32", "ds_after"])
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step per variant")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        os.environ.setdefault(key, value)
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="gloo")
+
+    ds_fp32 = {k: v for k, v in BEFORE.items() if k != "bf16"}
+    configs = {"ds_before": BEFORE, "ds_fp32": ds_fp32, "ds_after": shipped_after_config()}
+    results = {"model": "DistilBertForQuestionAnswering(DistilBertConfig()) random init", "seq": SEQ,
+               "batch": BATCH, "warmup_steps": args.warmup, "timed_steps": args.steps,
+               "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+               "configs": {k: configs[k] for k in args.variants if k in configs}, "s_per_step": {}}
+    for name in args.variants:
+        if name.startswith("plain"):
+            step, engine = plain_step_fn(pure_bf16=name == "plain_pure_bf16")
+        else:
+            step, engine = ds_step_fn(configs[name])
+        times = time_steps(step, args.warmup, args.steps)
+        results["s_per_step"][name] = round(sum(times) / len(times), 3)
+        print(f"{name:16s} {results['s_per_step'][name]:.3f} s/step  ({', '.join(f'{t:.2f}' for t in times)})",
+              flush=True)
+        if args.profile:
+            results.setdefault("profiles", {})[name] = profile_once(step, name)
+        del step, engine
+
+    base = results["s_per_step"].get("plain")
+    if base:
+        results["ratio_vs_plain"] = {k: round(v / base, 3) for k, v in results["s_per_step"].items()}
+        print("ratios vs plain:", json.dumps(results["ratio_vs_plain"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Knowledge-distillation and span losses for extractive QA (pure functions, no state).
+
+Reads: start/end logits [batch, seq] of student and teacher (any float dtype), `context_mask` [batch, seq]
+and gold start/end positions [batch]. Writes nothing. Everything is computed in fp32.
+
+Valid positions (docs/architecture.md): context tokens plus index 0 (CLS, the "no answer" slot). Masked
+positions are removed from BOTH softmaxes by a large negative FINITE fill, and their KL terms are zeroed,
+so an all-masked row gives 0 rather than NaN (-inf - -inf).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# finite and far below any logit fp16/bf16 can hold (fp16 max 65504), yet x - fill cannot overflow fp32
+MASK_FILL = -1e30
+
+
+def valid_positions_mask(context_mask: torch.Tensor) -> torch.Tensor:
+    """bool [batch, seq]: context tokens plus index 0 (CLS)."""
+    mask = context_mask.bool().clone()
+    mask[..., 0] = True
+    return mask
+
+
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """fp32 log-softmax over the positions where `mask` is True; masked entries are very negative, finite."""
+    return F.log_softmax(logits.float().masked_fill(~mask, MASK_FILL), dim=dim)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+            temperature: float = 2.0) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)) over valid positions, averaged over rows.
+
+    The T^2 factor keeps the gradient scale independent of T (Hinton et al. 2015). Rows without any
+    valid position contribute 0; the mean is over all rows so nothing is divided by zero.
+    """
+    t = float(temperature)
+    log_p_s = masked_log_softmax(student_logits.float() / t, mask)
+    log_p_t = masked_log_softmax(teacher_logits.detach().float() / t, mask)
+    # where() rather than multiplying by the mask: masked terms are exactly 0, even if finite garbage
+    per_pos = torch.where(mask, log_p_t.exp() * (log_p_t - log_p_s), torch.zeros_like(log_p_s))
+    return per_pos.sum(dim=-1).mean() * (t * t)
+
+
+def span_ce_loss(logits: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the gold positions over valid positions, averaged over rows.
+
+    A gold position is always kept valid: a masked target would give a ~1e30 loss instead of a signal.
+    """
+    positions = positions.long().view(-1)
+    mask = mask.clone()
+    mask[torch.arange(mask.shape[0], device=mask.device), positions] = True
+    log_p = masked_log_softmax(logits, mask)
+    return F.nll_loss(log_p, positions, reduction="mean")
+
+
+def distillation_loss(student_start: torch.Tensor, student_end: torch.Tensor,
+                      teacher_start: torch.Tensor | None, teacher_end: torch.Tensor | None,
+                      start_pos: torch.Tensor, end_pos: torch.Tensor, mask: torch.Tensor,
+                      temperature: float = 2.0, alpha: float = 0.5) -> dict[str, torch.Tensor]:
+    """loss = alpha * KD + (1 - alpha) * CE, each averaged over the start and end distributions.
+
+    `mask` is the valid-positions mask (see `valid_positions_mask`). With alpha == 0 the teacher logits
+    may be None and `kd_loss` is reported as 0.
+    """
+    ce = 0.5 * (span_ce_loss(student_start, start_pos, mask) + span_ce_loss(student_end, end_pos, mask))
+    if alpha > 0:
+        if teacher_start is None or teacher_end is None:
+            raise ValueError("distillation_loss: alpha > 0 needs teacher start and end logits")
+        kd = 0.5 * (kd_loss(student_start, teacher_start, mask, temperature)
+                    + kd_loss(student_end, teacher_end, mask, temperature))
+    else:
+        kd = torch.zeros((), dtype=torch.float32, device=ce.device)
+    loss = alpha * kd + (1.0 - alpha) * ce if alpha > 0 else ce
+    return {"loss": loss, "kd_loss": kd, "ce_loss": ce}

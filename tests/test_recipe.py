@@ -1,0 +1,84 @@
+"""Recipe schema: unknown keys, types and combinations reported at once with their YAML path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill.errors import InputError
+from distill.recipe import apply_override, help_text, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, data) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal():
+    return {
+        "output_dir": "out",
+        "data": {"train": "t.json", "eval": "e.json"},
+        "teacher": {"model": "minilm"},
+        "student": {"from_teacher_layers": [0, 1]},
+    }
+
+
+def test_minimal_recipe_fills_documented_defaults(tmp_path):
+    r = load_recipe(write(tmp_path, minimal()))
+    assert r.data.window.max_seq_length == 384 and r.data.window.doc_stride == 128
+    assert r.train.temperature == 2.0 and r.train.alpha == 0.5
+
+
+def test_all_problems_are_reported_at_once_with_yaml_paths(tmp_path):
+    data = minimal()
+    data["train"] = {"lr": "fast", "batchsize": 8}
+    data["data"]["window"] = {"max_seq_length": 128, "doc_stride": 200}
+    data["surprise"] = 1
+    with pytest.raises(InputError) as err:
+        load_recipe(write(tmp_path, data))
+    text = str(err.value)
+    assert "train.lr" in text and "train.batchsize: unknown key" in text
+    assert "data.window" in text and "surprise: unknown key" in text
+    assert str(tmp_path / "r.yaml") in text
+
+
+def test_set_overrides_go_through_the_same_validation(tmp_path):
+    path = write(tmp_path, minimal())
+    r = load_recipe(path, ["train.lr=3e-5", "data.window.doc_stride=64"])
+    assert r.train.lr == 3e-5 and r.data.window.doc_stride == 64
+    with pytest.raises(InputError, match="train.alpha"):
+        load_recipe(path, ["train.alpha=1.5"])
+    with pytest.raises(InputError, match="train.nope: unknown key"):
+        load_recipe(path, ["train.nope=1"])
+
+
+def test_override_without_equals_is_a_clear_error():
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        apply_override({}, "train.lr")
+
+
+def test_student_needs_exactly_one_source(tmp_path):
+    data = minimal()
+    data["student"] = {"model": "x", "from_teacher_layers": [0]}
+    with pytest.raises(InputError, match="student: .*exactly one"):
+        load_recipe(write(tmp_path, data))
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  train: [unclosed\n")
+    with pytest.raises(InputError, match=r"bad.yaml: not valid YAML \(line \d+"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")))
+def test_every_shipped_recipe_passes_the_schema(name):
+    load_recipe(ROOT / "recipes" / name)
+
+
+def test_help_lists_every_key_with_its_description():
+    lines = "\n".join(help_text())
+    assert "train.temperature = 2.0" in lines and "data.window.doc_stride = 128" in lines
