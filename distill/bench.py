@@ -7,10 +7,12 @@ OUT/bench.png (latency vs batch size, EM/F1 bars).
 How each figure is measured:
 - quality: `predict.predict` + `metrics.score_examples`, the code path of `distill eval`; the score
   dicts are stored with the keys `distill score` prints (v1.1 exact_match/f1, v2.0 exact/f1/HasAns_...).
+- threads: torch's intra-op threads (--threads; torch's default otherwise). On a machine shared with
+  other jobs, 1 thread avoids OpenMP barrier stalls that make multi-threaded timings erratic.
 - latency, per batch size: "model" is a forward pass over a fixed batch of real windows padded to
-  seq_len (torch.inference_mode, autocast at the chosen precision); "e2e" is windowing + forward +
-  post-processing of a fixed batch of questions through prepare_features/compute_logits/
-  postprocess_predictions. After warm-up, teacher and student iterations are interleaved until each
+  seq_len (torch.inference_mode, autocast at the chosen precision); "e2e" is tokenisation and
+  windowing (prepare_features' windowing, without its datasets cache), compute_logits and
+  postprocess_predictions for a fixed batch of questions. After warm-up, teacher and student iterations are interleaved until each
   has min_iters samples and min_seconds of measured time, so load from other processes hits both
   models alike and their ratio stays meaningful on a shared machine.
 - memory: each model is loaded in a fresh subprocess (so nothing the other model or the parent left
@@ -60,6 +62,7 @@ class BenchSettings:
     data_split: str = "validation"
     precision: str = "fp32"
     device: str | None = None
+    threads: int | None = None
     eval_batch_size: int = 32
     n_best_size: int = 20
     max_answer_length: int = 30
@@ -274,7 +277,7 @@ def expected_settings(settings: BenchSettings, examples) -> dict:
 def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
     """Measure both models (see module doc) and return the bench.json dict (not written)."""
     import torch
-    from datasets import Dataset, disable_progress_bars, enable_progress_bars
+    from datasets import disable_progress_bars, enable_progress_bars
     from tqdm.auto import tqdm
 
     from distill.data.features import prepare_features
@@ -285,6 +288,8 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
 
     window, examples = prepared or _load_inputs(settings)
     device = pick_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     dtype = inference_dtype(settings.precision, device)
     threads = torch.get_num_threads()
     sources = {"teacher": settings.teacher, "student": settings.student}
@@ -365,22 +370,17 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
             rows["id"] = [f"{qid}#{i}" for i, qid in enumerate(rows["id"])]
 
         def end_to_end(model, rows=rows):
-            questions = Dataset.from_dict(rows, features=examples.features)
-            feats = prepare_features(questions, tokenizer, window, load_from_cache_file=False)
+            feats = window_questions(rows, tokenizer, window)
             start, end = compute_logits(model, feats, batch_size=max(bs, len(feats)), precision=settings.precision,
                                         device=device, progress=False)
-            postprocess_predictions(questions, feats, start, end, n_best_size=settings.n_best_size,
+            postprocess_predictions(rows, feats, start, end, n_best_size=settings.n_best_size,
                                     max_answer_length=settings.max_answer_length,
                                     version_2=result["settings"]["version"] == "2.0",
                                     null_threshold=settings.null_threshold)
 
         bar.set_postfix_str(f"end-to-end bs={bs}")
-        disable_progress_bars()
-        try:
-            samples = interleaved_timing({role: (lambda m=models[role]: end_to_end(m)) for role in ROLES},
-                                         settings, sync)
-        finally:
-            enable_progress_bars()
+        samples = interleaved_timing({role: (lambda m=models[role]: end_to_end(m)) for role in ROLES},
+                                     settings, sync)
         for role in ROLES:
             stats = percentiles_ms(samples[role])
             stats["questions_per_s"] = round(bs / (stats["mean_ms"] / 1000.0), 3)
@@ -389,6 +389,22 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
     bar.close()
     result["ratios"] = compute_ratios(result)
     return result
+
+
+def window_questions(rows: dict, tokenizer, window):
+    """prepare_features' windowing for one batch of questions, as an in-memory Dataset.
+
+    `prepare_features` itself runs `Dataset.map`, whose fingerprint hashes the whole tokenizer
+    (~0.2 s a call): paid once per dataset in `distill eval`, it would swamp a per-batch latency.
+    """
+    from datasets import Dataset
+
+    from distill.data.features import _feature_types, _window_batch
+
+    with_token_types = "token_type_ids" in tokenizer.model_input_names
+    columns = _window_batch(rows, tokenizer, window.max_seq_length, window.doc_stride, window.max_query_length,
+                            with_token_types)
+    return Dataset.from_dict(columns, features=_feature_types(with_token_types))
 
 
 def _device_name(device) -> str:

@@ -199,9 +199,13 @@ def bench_cmd(
     data: Annotated[Optional[str], typer.Option(help="Evaluation SQuAD: official JSON, flat JSON/JSONL, or hub id.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,8,32",
     seq_len: Annotated[Optional[int], typer.Option(min=8, help="Window length (default 384, or the run's).")] = None,
+    doc_stride: Annotated[Optional[int], typer.Option(min=1, help="Window overlap (default 128, or the run's).")] = None,
+    max_query_length: Annotated[Optional[int], typer.Option(min=1, help="Question tokens kept (default 64).")] = None,
     max_questions: Annotated[Optional[int], typer.Option(min=1, help="Only the first N questions.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 (default auto, or the run's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda[:N]; default cuda when available.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="torch CPU threads (default: torch's); 1 gives steadier timings on a shared machine.")] = None,
     eval_batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size for the quality pass.")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations per model and setting.")] = 2,
     min_iters: Annotated[int, typer.Option(min=1, help="At least this many timed iterations per setting.")] = 10,
@@ -224,7 +228,8 @@ def bench_cmd(
     recipe_gate = None
     if run_dir is not None:
         kwargs, recipe_gate = settings_from_run_dir(run_dir)
-    explicit = {"teacher": teacher, "student": student, "data": data, "seq_len": seq_len,
+    explicit = {"teacher": teacher, "student": student, "data": data, "seq_len": seq_len, "doc_stride": doc_stride,
+                "max_query_length": max_query_length,
                 "max_questions": max_questions, "precision": precision, "eval_batch_size": eval_batch_size}
     kwargs.update({k: v for k, v in explicit.items() if v is not None})
     missing = [f"--{k}" for k in ("teacher", "student", "data") if not kwargs.get(k)]
@@ -234,8 +239,8 @@ def bench_cmd(
         raise InputError(f"--precision {kwargs['precision']!r}: expected auto, fp32, bf16 or fp16")
     out = out or run_dir or Path("bench")
     settings = BenchSettings(**{"precision": "auto", **kwargs}, out=out, batch_sizes=_batch_sizes(batch_sizes),
-                             device=device, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds,
-                             memory=memory, progress=progress)
+                             device=device, threads=threads, warmup=warmup, min_iters=min_iters,
+                             min_seconds=min_seconds, memory=memory, progress=progress)
     gate = _gate(recipe_gate, max_f1_drop, max_em_drop, max_ratio_increase)
     _setup_logging(verbose)
 

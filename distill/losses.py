@@ -1,7 +1,8 @@
 """Knowledge-distillation and span losses for extractive QA (pure functions, no state).
 
 Reads: start/end logits [batch, seq] of student and teacher (any float dtype), `context_mask` [batch, seq]
-and gold start/end positions [batch]. Writes nothing. Everything is computed in fp32.
+and gold start/end positions [batch]. Writes nothing. Everything is computed in at least fp32 (fp16/bf16 inputs are upcast; float64 stays float64,
+which is what lets torch.autograd.gradcheck test these very functions).
 
 Valid positions (docs/architecture.md): context tokens plus index 0 (CLS, the "no answer" slot). Masked
 positions are removed from BOTH softmaxes by a large negative FINITE fill, and their KL terms are zeroed,
@@ -17,6 +18,10 @@ import torch.nn.functional as F
 MASK_FILL = -1e30
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def valid_positions_mask(context_mask: torch.Tensor) -> torch.Tensor:
     """bool [batch, seq]: context tokens plus index 0 (CLS)."""
     mask = context_mask.bool().clone()
@@ -26,7 +31,7 @@ def valid_positions_mask(context_mask: torch.Tensor) -> torch.Tensor:
 
 def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """fp32 log-softmax over the positions where `mask` is True; masked entries are very negative, finite."""
-    return F.log_softmax(logits.float().masked_fill(~mask, MASK_FILL), dim=dim)
+    return F.log_softmax(_wide(logits).masked_fill(~mask, MASK_FILL), dim=dim)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
@@ -37,8 +42,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: to
     valid position contribute 0; the mean is over all rows so nothing is divided by zero.
     """
     t = float(temperature)
-    log_p_s = masked_log_softmax(student_logits.float() / t, mask)
-    log_p_t = masked_log_softmax(teacher_logits.detach().float() / t, mask)
+    log_p_s = masked_log_softmax(_wide(student_logits) / t, mask)
+    log_p_t = masked_log_softmax(_wide(teacher_logits.detach()) / t, mask).to(log_p_s.dtype)
     # where() rather than multiplying by the mask: masked terms are exactly 0, even if finite garbage
     per_pos = torch.where(mask, log_p_t.exp() * (log_p_t - log_p_s), torch.zeros_like(log_p_s))
     return per_pos.sum(dim=-1).mean() * (t * t)
@@ -72,6 +77,6 @@ def distillation_loss(student_start: torch.Tensor, student_end: torch.Tensor,
         kd = 0.5 * (kd_loss(student_start, teacher_start, mask, temperature)
                     + kd_loss(student_end, teacher_end, mask, temperature))
     else:
-        kd = torch.zeros((), dtype=torch.float32, device=ce.device)
+        kd = torch.zeros((), dtype=ce.dtype, device=ce.device)
     loss = alpha * kd + (1.0 - alpha) * ce if alpha > 0 else ce
     return {"loss": loss, "kd_loss": kd, "ce_loss": ce}

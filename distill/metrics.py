@@ -268,13 +268,13 @@ def score_files(data_file: str | Path, pred_file: str | Path, na_prob_file: str 
                 na_prob_thresh: float = 1.0, version: str | None = None):
     """`distill score`: read the three files and score them like the official script for the data's version."""
     check_version(version)
-    examples = _load_quietly(data_file)
     preds = read_json_object(pred_file)
     _check_preds(preds, str(pred_file))
     na_probs = None
     if na_prob_file is not None:
         na_probs = read_json_object(na_prob_file)
         _check_na_probs(na_probs, str(na_prob_file))
+    examples = _load_quietly(data_file)
     version = version or _detect_version(examples)
     if version == "1.1" and na_prob_file is not None:
         print(f"note: {na_prob_file} ignored: no-answer probabilities only apply to SQuAD v2.0", file=sys.stderr)

@@ -66,8 +66,13 @@ def load_tokenizer(source: str | os.PathLike):
     return tok
 
 
-def load_qa_model(source: str | os.PathLike):
-    """An AutoModelForQuestionAnswering; a base encoder gets a freshly initialised QA head."""
+def load_qa_model(source: str | os.PathLike, *, seed: int = 0):
+    """An AutoModelForQuestionAnswering; a base encoder gets a freshly initialised QA head.
+
+    The new head is drawn from a fixed seed (without touching the global RNG), so the same base model
+    always gives the same weights and the same cache keys.
+    """
+    import torch
     from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
 
@@ -75,7 +80,9 @@ def load_qa_model(source: str | os.PathLike):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized qa_outputs" warning is expected here
     try:
-        return AutoModelForQuestionAnswering.from_pretrained(resolved)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return AutoModelForQuestionAnswering.from_pretrained(resolved)
     except (OSError, ValueError) as err:
         raise _hub_error(str(source), err) from err
     finally:

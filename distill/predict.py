@@ -7,6 +7,7 @@ OUT/metrics.json (the `distill score` output).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -53,7 +54,7 @@ def inference_dtype(precision: str, device) -> "torch.dtype":
 def model_input_columns(features, model=None) -> list[str]:
     cols = ["input_ids", "attention_mask"]
     if "token_type_ids" in features.column_names:
-        accepts = model is None or "token_type_ids" in model.forward.__code__.co_varnames
+        accepts = model is None or "token_type_ids" in inspect.signature(model.forward).parameters
         if accepts:
             cols.append("token_type_ids")
     return cols

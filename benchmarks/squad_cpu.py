@@ -1,0 +1,205 @@
+"""Real CPU-scale distillation on SQuAD v1.1, through distill's own stages.
+
+1. teacher: all-MiniLM-L6-v2 fine-tuned on the first N questions of train-v1.1;
+2. student A: teacher layers 0, 2, 4, trained on KD + CE from the cached teacher logits;
+3. student B: the same init, data and steps, CE only (alpha = 0);
+4. all three evaluated on dev-v1.1 (all 10,570 questions unless --eval-questions) with distill's eval.
+
+Writes benchmarks/results/squad_cpu.json and squad_cpu.md (EM/F1, KD gain, retention, latency ratio,
+wall time of each stage). Work files (cache, students) go to --work (git-ignored).
+
+    python benchmarks/squad_cpu.py            # the full run (~90 min on 2 cores)
+    python benchmarks/squad_cpu.py --quick    # a few minutes, tiny slices: keeps the path alive in CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny slices, a few minutes (CI smoke)")
+    p.add_argument("--train-questions", type=int, default=12000)
+    p.add_argument("--eval-questions", type=int, default=None, help="default: all of dev-v1.1")
+    p.add_argument("--max-seq-length", type=int, default=256)
+    p.add_argument("--doc-stride", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--teacher-lr", type=float, default=1e-4)
+    p.add_argument("--student-lr", type=float, default=1e-4)
+    p.add_argument("--teacher-epochs", type=int, default=1)
+    p.add_argument("--student-epochs", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--layers", default="0,2,4")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--squad-dir", default=str(ROOT.parent / "shared" / "data" / "squad"))
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "squad_cpu_work"))
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/squad_cpu[_quick].json)")
+    args = p.parse_args()
+    if args.quick:
+        args.train_questions, args.eval_questions = 240, 120
+        args.max_seq_length, args.doc_stride = 128, 48
+        args.work = args.work.rstrip("/") + "_quick"
+    args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{'_quick' if args.quick else ''}.json")
+    return args
+
+
+def model_latency(model, features, batch_size: int = 32, repeats: int = 3) -> float:
+    """Median seconds for one forward of a fixed batch of real eval features (bf16 autocast as in eval)."""
+    import statistics
+
+    import torch
+
+    from distill.predict import compute_logits
+
+    batch = features.select(range(min(batch_size, len(features))))
+    compute_logits(model, batch, batch_size=batch_size, progress=False)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        compute_logits(model, batch, batch_size=batch_size, progress=False)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    args = parse_args()
+    import logging
+
+    import torch
+    import transformers
+
+    from distill.cli import _setup_logging
+    from distill.data.features import prepare_features
+    from distill.metrics import score_examples
+    from distill.models import load_qa_model, student_from_teacher_layers
+    from distill.predict import predict
+    from distill.recipe import load_recipe
+    from distill.run import finetune_teacher, preflight
+    from distill.teacher import build_logit_cache
+    from distill.train import train_student
+
+    _setup_logging()
+    log = logging.getLogger("distill")
+    work = Path(args.work)
+    squad = Path(args.squad_dir)
+    layers = [int(x) for x in args.layers.split(",")]
+    common = [
+        f"data.train={squad / 'train-v1.1.json'}", f"data.eval={squad / 'dev-v1.1.json'}",
+        f"data.train_questions={args.train_questions}",
+        f"data.eval_questions={args.eval_questions if args.eval_questions else 'null'}",
+        f"data.window.max_seq_length={args.max_seq_length}", f"data.window.doc_stride={args.doc_stride}",
+        f"output_dir={work / 'run'}", f"cache_dir={work / 'cache'}",
+        f"teacher.finetune.epochs={args.teacher_epochs}", f"teacher.finetune.batch_size={args.batch_size}",
+        f"teacher.finetune.lr={args.teacher_lr}", f"teacher.finetune.seed={args.seed}",
+        f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
+        f"train.temperature={args.temperature}", f"train.alpha={args.alpha}", f"train.seed={args.seed}",
+        "train.checkpoint_every=0", f"student.from_teacher_layers={layers}",
+    ]
+    recipe = load_recipe(ROOT / "recipes" / "quickstart_cpu.yaml", common)
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def lap(name):
+        nonlocal t0
+        stages[name] = round(time.perf_counter() - t0, 1)
+        log.info("stage %s: %.1f s", name, stages[name])
+        t0 = time.perf_counter()
+
+    loaded = preflight(recipe)
+    tokenizer = loaded["tokenizer"]
+    train_features = prepare_features(loaded["train"], tokenizer, recipe.data.window)
+    eval_features = prepare_features(loaded["eval"], tokenizer, recipe.data.window)
+    lap("features")
+
+    base = load_qa_model(recipe.teacher.model)
+    teacher_dir = finetune_teacher(recipe.teacher.finetune, base, tokenizer, train_features, work / "cache")
+    teacher = load_qa_model(str(teacher_dir))
+    lap("teacher_finetune")
+
+    logits, info = build_logit_cache(teacher, train_features, work / "cache", dtype=recipe.teacher.logits_dtype,
+                                     batch_size=recipe.teacher.batch_size)
+    lap("teacher_logits")
+
+    students = {}
+    for name, alpha in (("student_kd", args.alpha), ("student_ce", 0.0)):
+        cfg = recipe.train.model_copy(update={"alpha": alpha})
+        init = student_from_teacher_layers(teacher, layers)
+        out = work / name
+        done = out / "student" / "config.json"
+        students[name] = out / "student" if done.is_file() else train_student(
+            cfg, init, tokenizer, train_features, out, teacher_logits=logits if alpha > 0 else None)
+        lap(f"{name}_train")
+
+    results = {}
+    models = {"teacher": teacher, **{k: load_qa_model(str(v)) for k, v in students.items()}}
+    for name, model in models.items():
+        preds, _, version = predict(model, loaded["eval"], eval_features, batch_size=recipe.eval.batch_size,
+                                    desc=f"eval {name}")
+        results[name] = score_examples(loaded["eval"], preds, version=version)
+        lap(f"{name}_eval")
+        log.info("%s: %s", name, results[name])
+    latency = {name: model_latency(model, eval_features) for name, model in models.items()}
+
+    f1 = {k: v["f1"] for k, v in results.items()}
+    summary = {
+        "benchmark": "squad_cpu" + ("_quick" if args.quick else ""),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "n_train_questions": len(loaded["train"]), "n_train_features": len(train_features),
+        "n_eval_questions": len(loaded["eval"]), "n_eval_features": len(eval_features),
+        "scores": results,
+        "kd_gain_f1": round(f1["student_kd"] - f1["student_ce"], 3),
+        "retention_f1": round(f1["student_kd"] / f1["teacher"], 4) if f1["teacher"] else None,
+        "latency_s_batch32": {k: round(v, 4) for k, v in latency.items()},
+        "student_teacher_latency_ratio": round(latency["student_kd"] / latency["teacher"], 3),
+        "params": {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()},
+        "stage_seconds": stages,
+        "teacher_logits": {k: info[k] for k in ("key", "reused", "forwards")},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+                    "cpu": platform.processor() or platform.machine()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    md = [
+        f"# {summary['benchmark']}: MiniLM-L6 teacher -> 3-layer student, SQuAD v1.1",
+        "",
+        f"train: first {summary['n_train_questions']} questions of train-v1.1 ({summary['n_train_features']} windows), "
+        f"seq {args.max_seq_length} / stride {args.doc_stride}; eval: {summary['n_eval_questions']} dev-v1.1 questions.",
+        "",
+        "| model | EM | F1 | params | latency (bs 32) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in models:
+        md.append(f"| {name} | {results[name]['exact_match']:.2f} | {results[name]['f1']:.2f} | "
+                  f"{summary['params'][name]:,} | {latency[name]:.3f} s |")
+    md += [
+        "",
+        f"- KD gain (F1 A - F1 B): **{summary['kd_gain_f1']:+.2f}**",
+        f"- retention (F1 A / F1 teacher): **{100 * (summary['retention_f1'] or 0):.1f}%**",
+        f"- student/teacher latency ratio: **{summary['student_teacher_latency_ratio']:.2f}**",
+        "",
+        "| stage | seconds |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in stages.items()],
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
