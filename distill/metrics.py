@@ -52,11 +52,12 @@ def exact_v1(prediction: str, ground_truth: str) -> bool:
     return normalize_answer(prediction) == normalize_answer(ground_truth)
 
 
-def score_v1(golds: Mapping[str, list[str]], preds: Mapping[str, str]) -> dict:
+def score_v1(golds: Mapping[str, list[str]], preds: Mapping[str, str], *, pred_name: str = "predictions",
+             data_name: str = "data") -> dict:
     """Official v1.1 `evaluate`: golds {id: [answer texts]} in data order, preds {id: text}."""
     if not golds:
         raise InputError("no questions to score")
-    _check_preds(preds, "predictions")
+    _check_preds(preds, pred_name)
     # Running `+=` sums in data order, as the official loop does (sum() rounds differently on Python >= 3.12).
     f1 = exact_match = total = 0
     for qid, ground_truths in golds.items():
@@ -66,7 +67,8 @@ def score_v1(golds: Mapping[str, list[str]], preds: Mapping[str, str]) -> dict:
             continue
         if not ground_truths:
             raise InputError(
-                f"question {qid}: no gold answers; SQuAD v1.1 scoring needs at least one (use version 2.0)"
+                f"{data_name}: question {qid}: no gold answers; SQuAD v1.1 scoring needs at least one"
+                " (score it as version 2.0)"
             )
         prediction = preds[qid]
         exact_match += max(exact_v1(prediction, g) for g in ground_truths)
@@ -239,13 +241,12 @@ def _detect_version(examples) -> str:
 
 def score_examples(examples, preds: Mapping[str, str], na_probs: Mapping[str, float] | None = None,
                    na_prob_thresh: float = 1.0, version: str | None = None, *, pred_name: str = "predictions",
-                   na_prob_name: str = "no-answer probabilities"):
+                   na_prob_name: str = "no-answer probabilities", data_name: str = "data"):
     """Score an examples Dataset (columns id, answers, is_impossible); v1.1 ignores na_probs/na_prob_thresh."""
     version = check_version(version) or _detect_version(examples)
     golds = golds_from_examples(examples)
     if version == "1.1":
-        _check_preds(preds, pred_name)
-        return score_v1(golds, preds)
+        return score_v1(golds, preds, pred_name=pred_name, data_name=data_name)
     return score_v2(golds, preds, na_probs, na_prob_thresh, pred_name=pred_name, na_prob_name=na_prob_name)
 
 
@@ -279,7 +280,7 @@ def score_files(data_file: str | Path, pred_file: str | Path, na_prob_file: str 
     if version == "1.1" and na_prob_file is not None:
         print(f"note: {na_prob_file} ignored: no-answer probabilities only apply to SQuAD v2.0", file=sys.stderr)
     return score_examples(examples, preds, na_probs, na_prob_thresh, version,
-                          pred_name=str(pred_file), na_prob_name=str(na_prob_file))
+                          pred_name=str(pred_file), na_prob_name=str(na_prob_file), data_name=str(data_file))
 
 
 def load_evaluate_metric(**kwargs):

@@ -120,7 +120,9 @@ def format_validation_error(err: ValidationError) -> list[str]:
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif "input" in e and e["type"] != "assertion_error":
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"{path}: {msg}")
     return lines
@@ -170,8 +172,32 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        lines = format_validation_error(err)
+        lines = format_validation_error(err) + missing_files(raw)
         raise InputError(f"{path}: {len(lines)} problem(s)\n  " + "\n  ".join(lines)) from None
+
+
+FILE_KEYS = ("data.train", "data.eval", "train.ds_config", "teacher.finetune.ds_config")
+
+
+def missing_files(raw: dict) -> list[str]:
+    """File keys pointing nowhere, checked on the raw YAML so they join the schema errors."""
+    from distill.ds_config import find_ds_config
+
+    problems = []
+    for key in FILE_KEYS:
+        node = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            continue
+        if key.endswith("ds_config"):
+            try:
+                find_ds_config(node)
+            except InputError as err:
+                problems.append(f"{key}: {err}")
+        elif looks_like_path(node) and not resolve_path(node).is_file():
+            problems.append(f"{key}: file not found: {node}")
+    return problems
 
 
 def resolve_path(value: str) -> Path:

@@ -115,8 +115,8 @@ def test_score_v1_unanswered_question_warns_on_stderr_and_scores_zero(capsys):
 
 
 def test_score_v1_rejects_a_question_without_gold_answers():
-    with pytest.raises(InputError, match="question q2: no gold answers"):
-        score_v1({"q1": ["cat"], "q2": []}, {"q1": "cat", "q2": ""})
+    with pytest.raises(InputError, match="^d.json: question q2: no gold answers"):
+        score_v1({"q1": ["cat"], "q2": []}, {"q1": "cat", "q2": ""}, data_name="d.json")
 
 
 def test_score_v1_rejects_non_string_predictions_naming_the_id():
@@ -247,6 +247,14 @@ def test_score_files_version_option_overrides_detection_and_rejects_unknown_vers
         score_files(dev_v1_slice, preds, version="3.0")
     with pytest.raises(InputError, match=r"p.json: no prediction for \d+ of \d+ question"):
         score_files(dev_v1_slice, preds, version="2.0")
+
+
+def test_score_files_forcing_v1_on_unanswerable_questions_raises_naming_the_data_file(dev_v2_slice, tmp_path):
+    qas = _questions(dev_v2_slice)
+    preds = write_json(tmp_path / "p.json", {qa["id"]: "" for qa in qas})
+    first_impossible = next(qa["id"] for qa in qas if qa.get("is_impossible"))
+    with pytest.raises(InputError, match=f"^{dev_v2_slice}: question {first_impossible}: no gold answers"):
+        score_files(dev_v2_slice, preds, version="1.1")
 
 
 @pytest.mark.parametrize(
