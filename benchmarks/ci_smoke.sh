@@ -22,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 
 args=(bench --teacher "$work/models/teacher" --student "$work/models/student" --data "$DATA"
       --max-questions 50 --batch-sizes 1,4 --seq-len 256 --doc-stride 96 --precision fp32 --threads 1
-      --warmup 2 --min-iters 10 --min-seconds 0.5 --max-ratio-increase 0.5 --no-progress --out "$OUT")
+      --warmup 2 --min-iters 10 --min-seconds 1.0 --max-ratio-increase 0.5 --no-progress --out "$OUT")
 
 if [ "${1:-}" = "--update-baseline" ]; then
     "$PY" -m distill "${args[@]}"

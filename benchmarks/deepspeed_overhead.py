@@ -9,7 +9,8 @@ A DistilBERT-base-sized QA model (random init from `DistilBertConfig()`), seq 38
   ds_before  the textbook ZeRO-2 bf16 config: `"bf16": {"enabled": true}`, overlap_comm, buckets
   ds_fp32    the same ZeRO-2 engine without any precision block (isolates the engine from bf16)
   ds_after   ds_configs/zero2_bf16.json as shipped (torch_autocast instead of the bf16 block)
-All runs happen in ONE process, one after the other, so the ratios compare like with like.
+All variants live in ONE process and their timed steps run round-robin, so the ratios compare like with like
+even on a machine shared with other jobs; s/step is the median of the timed steps.
 
 Usage: DS_ACCELERATOR=cpu .venv/bin/python benchmarks/deepspeed_overhead.py [--warmup 2] [--steps 5]
        [--variants plain ds_before ds_after] [--profile]
@@ -72,17 +73,6 @@ def make_batch():
     }
 
 
-def time_steps(step, warmup: int, steps: int) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def plain_step_fn(pure_bf16: bool):
     model = make_model()
     if pure_bf16:
@@ -109,8 +99,6 @@ def ds_step_fn(config: dict):
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=copy.deepcopy(config))
     batch = make_batch()
-    if engine.bfloat16_enabled():
-        batch = {k: v for k, v in batch.items()}
 
     def step():
         loss = engine(**batch).loss
@@ -161,18 +149,29 @@ def main() -> None:
                "batch": BATCH, "warmup_steps": args.warmup, "timed_steps": args.steps,
                "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                "configs": {k: configs[k] for k in args.variants if k in configs}, "s_per_step": {}}
+    steps_by_name = {}
     for name in args.variants:
         if name.startswith("plain"):
-            step, engine = plain_step_fn(pure_bf16=name == "plain_pure_bf16")
+            steps_by_name[name] = plain_step_fn(pure_bf16=name == "plain_pure_bf16")[0]
         else:
-            step, engine = ds_step_fn(configs[name])
-        times = time_steps(step, args.warmup, args.steps)
-        results["s_per_step"][name] = round(sum(times) / len(times), 3)
-        print(f"{name:16s} {results['s_per_step'][name]:.3f} s/step  ({', '.join(f'{t:.2f}' for t in times)})",
+            steps_by_name[name] = ds_step_fn(configs[name])[0]
+        for _ in range(args.warmup):
+            steps_by_name[name]()
+    # round-robin: on a shared machine, load changes hit every variant alike instead of whichever ran then
+    times = {name: [] for name in args.variants}
+    for _ in range(args.steps):
+        for name, step in steps_by_name.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    for name in args.variants:
+        ts = sorted(times[name])
+        results["s_per_step"][name] = round(ts[len(ts) // 2], 3)
+        results.setdefault("all_step_times", {})[name] = [round(t, 3) for t in times[name]]
+        print(f"{name:16s} {results['s_per_step'][name]:.3f} s/step median  ({', '.join(f'{t:.2f}' for t in times[name])})",
               flush=True)
         if args.profile:
-            results.setdefault("profiles", {})[name] = profile_once(step, name)
-        del step, engine
+            results.setdefault("profiles", {})[name] = profile_once(steps_by_name[name], name)
 
     base = results["s_per_step"].get("plain")
     if base:

@@ -12,9 +12,9 @@ How each figure is measured:
 - latency, per batch size: "model" is a forward pass over a fixed batch of real windows padded to
   seq_len (torch.inference_mode, autocast at the chosen precision); "e2e" is tokenisation and
   windowing (prepare_features' windowing, without its datasets cache), compute_logits and
-  postprocess_predictions for a fixed batch of questions. After warm-up, teacher and student iterations are interleaved until each
-  has min_iters samples and min_seconds of measured time, so load from other processes hits both
-  models alike and their ratio stays meaningful on a shared machine.
+  postprocess_predictions for a fixed batch of questions. After warm-up, teacher and student
+  iterations are interleaved until each has min_iters samples and min_seconds of measured time,
+  so load from other processes hits both models alike and their ratio stays meaningful.
 - memory: each model is loaded in a fresh subprocess (so nothing the other model or the parent left
   in the allocator is reused); after imports and input loading the kernel's peak-RSS mark is reset
   (/proc/self/clear_refs), then the model is loaded and run at the largest batch size; the figure is
@@ -27,21 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from distill.errors import InputError
-
-log = logging.getLogger("distill")
 
 SCHEMA = "distill-bench/1"
 ROLES = ("teacher", "student")
@@ -281,10 +279,8 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
     from tqdm.auto import tqdm
 
     from distill.data.features import prepare_features
-    from distill.metrics import score_examples
-    from distill.models import load_qa_model, load_tokenizer, resolve_source, tokenizers_compatible
-    from distill.postprocess import postprocess_predictions
-    from distill.predict import compute_logits, inference_dtype, model_input_columns, pick_device, predict
+    from distill.models import load_tokenizer, resolve_source, tokenizers_compatible
+    from distill.predict import inference_dtype, model_input_columns, pick_device
 
     window, examples = prepared or _load_inputs(settings)
     device = pick_device(settings.device)
@@ -309,12 +305,30 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
     fixed = features.select(_cycle(len(features), max_bs)).with_format("torch", columns=cols)[:]
     workdir = Path(tempfile.mkdtemp(prefix="distill-bench-"))
     probes = {}
-    if settings.memory:
-        torch.save({k: v for k, v in fixed.items()}, workdir / "inputs.pt")
-        for role in ROLES:
-            probes[role] = _start_probe(resolve_source(sources[role]), workdir / "inputs.pt", settings,
-                                        device.type, threads)
+    try:
+        if settings.memory:
+            torch.save({k: v for k, v in fixed.items()}, workdir / "inputs.pt")
+            for role in ROLES:
+                probes[role] = _start_probe(resolve_source(sources[role]), workdir / "inputs.pt", settings,
+                                            device.type, threads)
+        return _measure(settings, examples, features, fixed, tokenizer, window, device, dtype, threads, sources,
+                        probes, bar)
+    finally:
+        for proc in probes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+        bar.close()
 
+
+def _measure(settings, examples, features, fixed, tokenizer, window, device, dtype, threads, sources, probes, bar):
+    import torch
+
+    from distill.metrics import score_examples
+    from distill.models import load_qa_model, resolve_source
+    from distill.postprocess import postprocess_predictions
+    from distill.predict import compute_logits, predict
     result: dict = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "settings": {**expected_settings(settings, examples), "n_features": len(features),
                                  "eval_batch_size": settings.eval_batch_size, "warmup": settings.warmup,
@@ -386,7 +400,6 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
             stats["questions_per_s"] = round(bs / (stats["mean_ms"] / 1000.0), 3)
             result["models"][role]["latency"]["e2e"][str(bs)] = stats
         bar.update(1)
-    bar.close()
     result["ratios"] = compute_ratios(result)
     return result
 
@@ -585,12 +598,6 @@ def settings_from_run_dir(run_dir: Path) -> tuple[dict, "object"]:
                   n_best_size=recipe.eval.n_best_size, max_answer_length=recipe.eval.max_answer_length,
                   null_threshold=recipe.eval.null_threshold)
     return kwargs, recipe.bench
-
-
-def settings_dict(settings: BenchSettings) -> dict:
-    d = asdict(settings)
-    d["out"] = str(settings.out)
-    return d
 
 
 if __name__ == "__main__":

@@ -205,8 +205,8 @@ def compare(old: dict, new: dict, gate) -> Comparison:
     for role in ("teacher", "student"):
         for mode, name in (("model", "model-only"), ("e2e", "end-to-end")):
             for bs in sorted(new["models"][role]["latency"][mode], key=int):
-                c.rows.append(Row(f"{role} {name} p50 ms, batch {bs}", _get(old, "models", role, "latency", mode, bs, "p50_ms"),
-                                  _get(new, "models", role, "latency", mode, bs, "p50_ms"), "info", INFO))
+                o, n = (_get(b, "models", role, "latency", mode, bs, "p50_ms") for b in (old, new))
+                c.rows.append(Row(f"{role} {name} p50 ms, batch {bs}", o, n, "info", INFO))
         c.rows.append(Row(f"{role} peak memory MB", memory_figure(old["models"][role]),
                           memory_figure(new["models"][role]), "info", INFO))
 

@@ -155,3 +155,11 @@ def test_hub_failure_is_one_line_input_error(cache):
     with pytest.raises(InputError) as info:
         load_squad("no-such-owner/no-such-squad", cache_dir=cache)
     assert "no-such-owner/no-such-squad" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_v2_flag_in_flat_rows_declared_v1(tmp_path, cache):
+    row = {"id": "q-flat", "question": "q?", "context": "c", "answers": [], "is_impossible": True}
+    path = tmp_path / "flat.json"
+    path.write_text(json.dumps({"version": "1.1", "data": [row]}))
+    message = _error(path, cache)
+    assert "q-flat" in message and "1.1" in message

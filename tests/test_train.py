@@ -1,0 +1,235 @@
+"""Student training under DeepSpeed on CPU: logs, determinism, teacher sources, resume, ranks, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _train_worker import make_features, teacher_logits_for
+from conftest import make_tiny_bert
+from distill.errors import InputError
+from distill.train import MARKER, TrainConfig, train_student
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "_train_worker.py"
+LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(batch_size=4, max_steps=4, lr=1e-3, warmup_ratio=0.25, precision="fp32",
+                ds_config="ds_configs/zero2_fp32.json", log_every=1, seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def load_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def losses(out: Path) -> list[float]:
+    return [r["loss"] for r in load_log(out)]
+
+
+def student_state(out: Path) -> dict:
+    from transformers import AutoModelForQuestionAnswering
+
+    return AutoModelForQuestionAnswering.from_pretrained(out / "student").state_dict()
+
+
+def train(model_dir, out, config, features, **kw):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    return train_student(config, model, AutoTokenizer.from_pretrained(model_dir), features, out, **kw)
+
+
+def worker_env() -> dict:
+    # the pytest process may already be rank 0 of its own group; children must not reuse its port
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(ROOT))
+    return env
+
+
+def run_worker(args, *, ranks: int = 1, check: bool = True, timeout: int = 300):
+    if ranks == 1:
+        cmd = [sys.executable, str(WORKER), *map(str, args)]
+    else:
+        torchrun = Path(sys.executable).with_name("torchrun")
+        cmd = [str(torchrun), "--nproc_per_node", str(ranks), "--master_port", str(_free_port()),
+               str(WORKER), *map(str, args)]
+    proc = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        pytest.fail(f"worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def features():
+    return make_features(24)
+
+
+@pytest.fixture(scope="module")
+def no_dropout_bert(tmp_path_factory, minilm_dir) -> Path:
+    """Dropout off: different rank counts draw different dropout masks, the test compares arithmetic."""
+    path = make_tiny_bert(tmp_path_factory.mktemp("tiny_nodrop"), minilm_dir, seed=5)
+    config = json.loads((path / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, minilm_dir):
+    from transformers import AutoModelForQuestionAnswering
+
+    path = make_tiny_bert(tmp_path_factory.mktemp("tiny_teacher"), minilm_dir, seed=11)
+    return AutoModelForQuestionAnswering.from_pretrained(path).eval()
+
+
+def test_one_rank_zero2_writes_log_tensorboard_checkpoint_and_loadable_student(tiny_bert_dir, features, teacher,
+                                                                                tmp_path):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    logits = teacher_logits_for(teacher, features, dtype="fp16")
+    student_dir = train(tiny_bert_dir, tmp_path, cfg(log_every=2), features, teacher_logits=logits)
+    records = load_log(tmp_path)
+    assert [r["step"] for r in records] == [2, 4]
+    for r in records:
+        assert set(r) >= {"step", "epoch", "loss", "kd_loss", "ce_loss", "lr", "elapsed_s"}
+        assert r["kd_loss"] > 0 and r["ce_loss"] > 0
+        assert r["loss"] == pytest.approx(0.5 * r["kd_loss"] + 0.5 * r["ce_loss"], rel=1e-6)
+    assert records[-1]["lr"] == 0.0
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "checkpoints" / "step4" / MARKER).is_file()
+
+    trained = AutoModelForQuestionAnswering.from_pretrained(student_dir)
+    initial = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
+    assert all(p.dtype == torch.float32 for p in trained.parameters())
+    assert not torch.equal(trained.qa_outputs.weight, initial.qa_outputs.weight)
+    # transformers 5 removed pipeline("question-answering"); tokenizer + model from the folder is what it did
+    tok = AutoTokenizer.from_pretrained(student_dir)
+    enc = tok("Who wrote it?", "The book was written by Jane Austen in 1813.", return_tensors="pt")
+    with torch.no_grad():
+        out = trained(**enc)
+    assert out.start_logits.shape == enc["input_ids"].shape and torch.isfinite(out.end_logits).all()
+
+
+def test_same_recipe_and_seed_give_identical_losses_and_weights(tiny_bert_dir, features, tmp_path):
+    train(tiny_bert_dir, tmp_path / "a", cfg(alpha=0.0), features)
+    train(tiny_bert_dir, tmp_path / "b", cfg(alpha=0.0), features)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    a, b = student_state(tmp_path / "a"), student_state(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cached_fp32_teacher_logits_give_the_same_losses_as_the_online_teacher(tiny_bert_dir, features, teacher,
+                                                                               tmp_path):
+    cached = teacher_logits_for(teacher, features, dtype="fp32")
+    train(tiny_bert_dir, tmp_path / "cached", cfg(), features, teacher_logits=cached)
+    train(tiny_bert_dir, tmp_path / "online", cfg(online_teacher=True), features, teacher_model=teacher)
+    a, b = load_log(tmp_path / "cached"), load_log(tmp_path / "online")
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["kd_loss"] == pytest.approx(ra["kd_loss"], rel=1e-5, abs=1e-7)
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_resume_uses_latest_committed_checkpoint_and_refuses_a_truncated_one(tiny_bert_dir, features, tmp_path):
+    config = cfg(max_steps=4, checkpoint_every=2, alpha=0.0)
+    train(tiny_bert_dir, tmp_path, config, features)
+    ckpt = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpt.glob("step*")) == ["step2", "step4"]
+
+    # a tag without the commit marker (a save killed half-way) is never resumed from
+    half = ckpt / "step6"
+    half.mkdir()
+    (half / "mp_rank_00_model_states.pt").write_bytes(b"partial")
+    (ckpt / "latest").write_text("step6")
+    train(tiny_bert_dir, tmp_path, config, features, resume=True)
+    assert [r["step"] for r in load_log(tmp_path)] == [1, 2, 3, 4]
+
+    victim = next((ckpt / "step4").glob("*optim_states.pt"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"step4.*optim_states\.pt is truncated"):
+        train(tiny_bert_dir, tmp_path, config, features, resume=True)
+
+
+def test_teacher_logits_must_align_with_the_features(tiny_bert_dir, features, teacher, tmp_path):
+    logits = teacher_logits_for(teacher, features.select(range(8)))
+    with pytest.raises(InputError, match="8 rows but the features have 24"):
+        train(tiny_bert_dir, tmp_path, cfg(), features, teacher_logits=logits)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_identical_to_an_uninterrupted_run(no_dropout_bert, tmp_path):
+    common = ["--model", no_dropout_bert, "--max-steps", 6, "--checkpoint-every", 2, "--rows", 24]
+    killed_out = tmp_path / "killed"
+    victim = subprocess.Popen([sys.executable, str(WORKER), *map(str, common), "--out", killed_out,
+                               "--step-delay", "1.5"], env=worker_env(), cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        run_worker([*common, "--out", tmp_path / "full"])
+        deadline = time.time() + 240
+        while not (killed_out / "checkpoints" / "step2" / MARKER).is_file():
+            assert victim.poll() is None, f"worker ended before its first checkpoint:\n{victim.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert not (killed_out / "student").exists(), "the run finished before it was killed; nothing was tested"
+    run_worker([*common, "--out", killed_out, "--resume"])
+
+    full, resumed = load_log(tmp_path / "full"), load_log(killed_out)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full]
+    a, b = student_state(tmp_path / "full"), student_state(killed_out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def one_rank_reference(no_dropout_bert, tmp_path_factory) -> list[float]:
+    out = tmp_path_factory.mktemp("one_rank")
+    run_worker(["--model", no_dropout_bert, "--out", out, "--batch-size", 8, "--max-steps", 5, "--rows", 36])
+    return losses(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ds_config", ["ds_configs/zero2_fp32.json", "ds_configs/zero3_fp32.json"])
+def test_two_ranks_log_the_same_losses_as_one_rank_with_the_same_global_batch(no_dropout_bert, one_rank_reference,
+                                                                             ds_config, tmp_path):
+    run_worker(["--model", no_dropout_bert, "--out", tmp_path, "--batch-size", 4, "--max-steps", 5, "--rows", 36,
+                "--ds-config", ds_config], ranks=2)
+    two = losses(tmp_path)
+    assert len(two) == len(one_rank_reference) == 5
+    assert two == pytest.approx(one_rank_reference, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_the_step_and_leaves_the_last_checkpoint_intact(tiny_bert_dir, tmp_path):
+    from distill.train import verify_checkpoint
+
+    proc = run_worker(["--model", tiny_bert_dir, "--out", tmp_path, "--max-steps", 6, "--checkpoint-every", 2,
+                       "--nan-at-step", 4], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "training diverged at step 4" in proc.stderr
+    assert "step2 is intact" in proc.stderr
+    ckpt = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpt.glob("step*")) == ["step2"]
+    verify_checkpoint(ckpt / "step2")
+    assert [r["step"] for r in load_log(tmp_path)] == [1, 2, 3]
+    assert not (tmp_path / "student").exists()
