@@ -5,8 +5,10 @@ teacher model run online), the ds_config JSON named by `train.ds_config`.
 Writes under OUTPUT/ (rank 0 only, except checkpoint shards which every rank writes):
   train_log.jsonl      one JSON line per logged optimizer step: step, epoch, loss, kd_loss, ce_loss, lr, elapsed_s
   tensorboard/         the same scalars
-  checkpoints/step<N>/ DeepSpeed checkpoint + rng_rank<r>.pt, then complete.json (the commit marker, with
-                       sizes and sha256 of every file; a tag without it is never resumed from)
+  checkpoints/step<N>/ DeepSpeed checkpoint (model, optimizer, scheduler; client_state: step, epoch, position
+                       in the epoch, rows per step), rng_rank<r>.pt (python/numpy/torch RNG of each rank: DeepSpeed
+                       writes client_state from rank 0 only), then complete.json (the commit marker, with sizes
+                       and sha256 of every file; a tag without it is never resumed from)
   student/             the trained student in HF format (full fp32 weights) with the tokenizer
 
 Data order: every epoch a permutation drawn from torch.Generator(seed + epoch), padded by wrapping to a
@@ -22,6 +24,7 @@ weights; checkpoints already written stay as they are.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import inspect
 import json
@@ -321,9 +324,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
         done = complete_checkpoints(ckpt_dir)
         if done:
             last_step, tag_dir = done[-1]
-            if is_main:
-                verify_checkpoint(tag_dir)
-            tdist.barrier()
+            verify_checkpoint(tag_dir)  # on every rank: a rank that raised alone would leave the others hanging
             try:
                 loaded, client = engine.load_checkpoint(str(ckpt_dir), tag=tag_dir.name)
                 rng = torch.load(tag_dir / f"rng_rank{rank}.pt", weights_only=False)
@@ -332,6 +333,10 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
                                  f"{str(err).splitlines()[0] if str(err) else ''})") from None
             if loaded is None:
                 raise InputError(f"checkpoint {tag_dir}: DeepSpeed could not load it")
+            if client.get("rows_per_step") != rows_per_step:
+                raise InputError(f"checkpoint {tag_dir}: written with {client.get('rows_per_step')} rows per step "
+                                 f"(batch x accumulation x ranks), this run uses {rows_per_step}; resume with the "
+                                 "same batch_size, gradient_accumulation and number of ranks")
             step = int(client["step"])
             set_rng_state(rng)
             if is_main:
@@ -343,8 +348,10 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     writer = None
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        if not step:  # a fresh start must not later resume from, or keep, an older run's checkpoints
             log_path.unlink(missing_ok=True)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=step + 1 if step else None)
@@ -356,7 +363,8 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
         tag = f"step{step_done}"
         epoch_now, in_epoch = divmod(step_done, steps_per_epoch)
         engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state={
-            "step": step_done, "epoch": epoch_now, "step_in_epoch": in_epoch, "seed": cfg.seed})
+            "step": step_done, "epoch": epoch_now, "step_in_epoch": in_epoch, "seed": cfg.seed,
+            "rows_per_step": rows_per_step})
         torch.save(rng_state(), ckpt_dir / tag / f"rng_rank{rank}.pt")
         tdist.barrier()  # every rank's shards and RNG file are on disk before the commit marker
         if is_main:
@@ -433,7 +441,12 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
         writer.close()
         tmp = output_dir / "student.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        engine.module.save_pretrained(tmp, state_dict=state)
+        # a fresh fp32 instance: the engine's module may be bf16/fp16 or ZeRO-3-partitioned, and
+        # save_pretrained records the module's dtype in config.json, which from_pretrained then loads as
+        fresh = type(engine.module)(copy.deepcopy(engine.module.config))
+        fresh.load_state_dict(state, strict=True)
+        fresh.to(torch.float32).save_pretrained(tmp)
+        del fresh
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(student_dir, ignore_errors=True)
         tmp.rename(student_dir)

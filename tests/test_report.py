@@ -81,15 +81,17 @@ def test_teacher_quality_drop_is_judged_too():
     assert [r.figure for r in compare(old, new, GATE).regressions] == ["teacher EM"]
 
 
-def test_student_latency_ratio_worse_beyond_margin_is_a_regression():
+def test_slower_student_beyond_margin_is_a_throughput_ratio_regression():
     c = compare(make_bench(), scale_student_latency(make_bench(), 1.3), GATE)
     v = verdicts(c)
-    assert v["model-only p50 latency ratio, batch 1"] == REGRESSION
-    assert v["end-to-end throughput ratio, batch 8"] == REGRESSION  # throughput ratio falls: also bad
-    assert v["model-only p90 latency ratio, batch 1"] == INFO  # tails are shown, never judged
+    assert v["model-only throughput ratio, batch 1"] == REGRESSION
+    assert v["end-to-end throughput ratio, batch 8"] == REGRESSION
+    # Percentile ratios are shown, never judged: they jump between modes of bimodal timings.
+    assert v["model-only p50 latency ratio, batch 1"] == INFO
+    assert v["model-only p99 latency ratio, batch 1"] == INFO
 
 
-def test_student_latency_ratio_within_margin_passes():
+def test_slower_student_within_margin_passes():
     c = compare(make_bench(), scale_student_latency(make_bench(), 1.1), GATE)
     assert not c.regressed
 
@@ -97,7 +99,7 @@ def test_student_latency_ratio_within_margin_passes():
 def test_faster_student_is_reported_as_improved_not_regressed():
     c = compare(make_bench(), scale_student_latency(make_bench(), 0.5), GATE)
     assert not c.regressed
-    assert verdicts(c)["model-only p50 latency ratio, batch 8"] == IMPROVED
+    assert verdicts(c)["model-only throughput ratio, batch 8"] == IMPROVED
 
 
 def test_absolute_time_change_alone_gets_no_verdict():
@@ -127,7 +129,7 @@ def test_batch_size_only_in_one_file_is_shown_but_not_compared():
             del new["models"][role]["latency"][mode]["8"]
     c = compare(make_bench(), new, GATE)
     assert not c.regressed
-    assert verdicts(c)["model-only p50 latency ratio, batch 8"] == "not compared"
+    assert verdicts(c)["model-only throughput ratio, batch 8"] == "not compared"
 
 
 def test_report_markdown_has_table_deltas_and_one_verdict_line(tmp_path):

@@ -166,6 +166,22 @@ def test_resume_uses_latest_committed_checkpoint_and_refuses_a_truncated_one(tin
         train(tiny_bert_dir, tmp_path, config, features, resume=True)
 
 
+@pytest.mark.parametrize("ds_config", ["ds_configs/zero2_bf16.json", "ds_configs/zero3_bf16.json", "bf16_block"])
+def test_bf16_training_saves_full_fp32_student_weights(tiny_bert_dir, features, ds_config, tmp_path):
+    if ds_config == "bf16_block":  # module cast to bf16, fp32 masters only in the optimizer
+        ds_config = str(tmp_path / "zero2_bf16_block.json")
+        Path(ds_config).write_text(json.dumps({
+            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto", "bf16": {"enabled": "auto"}, "zero_optimization": {"stage": 2}}))
+    train(tiny_bert_dir, tmp_path / "out", cfg(max_steps=2, precision="bf16", ds_config=ds_config, alpha=0.0),
+          features)
+    assert all(map(lambda x: x == x and abs(x) < 100, losses(tmp_path / "out")))
+    state = student_state(tmp_path / "out")
+    w = state["qa_outputs.weight"]
+    assert w.dtype == torch.float32
+    assert not torch.equal(w, w.bfloat16().float()), "saved weights are bf16 values, not the fp32 masters"
+
+
 def test_teacher_logits_must_align_with_the_features(tiny_bert_dir, features, teacher, tmp_path):
     logits = teacher_logits_for(teacher, features.select(range(8)))
     with pytest.raises(InputError, match="8 rows but the features have 24"):
@@ -202,10 +218,10 @@ def test_resume_after_sigkill_ends_identical_to_an_uninterrupted_run(no_dropout_
 
 
 @pytest.fixture(scope="module")
-def one_rank_reference(no_dropout_bert, tmp_path_factory) -> list[float]:
+def one_rank_reference(no_dropout_bert, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("one_rank")
     run_worker(["--model", no_dropout_bert, "--out", out, "--batch-size", 8, "--max-steps", 5, "--rows", 36])
-    return losses(out)
+    return out
 
 
 @pytest.mark.slow
@@ -214,9 +230,12 @@ def test_two_ranks_log_the_same_losses_as_one_rank_with_the_same_global_batch(no
                                                                              ds_config, tmp_path):
     run_worker(["--model", no_dropout_bert, "--out", tmp_path, "--batch-size", 4, "--max-steps", 5, "--rows", 36,
                 "--ds-config", ds_config], ranks=2)
-    two = losses(tmp_path)
-    assert len(two) == len(one_rank_reference) == 5
-    assert two == pytest.approx(one_rank_reference, abs=1e-5)
+    one, two = losses(one_rank_reference), losses(tmp_path)
+    assert len(two) == len(one) == 5
+    assert two == pytest.approx(one, abs=1e-5)
+    # the saved student holds the full weights (gathered from the ZeRO-3 partitions), equal to 1 rank's
+    a, b = student_state(one_rank_reference), student_state(tmp_path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 @pytest.mark.slow
