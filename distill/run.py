@@ -116,9 +116,16 @@ def preflight(recipe: Recipe, *, for_run: bool = True) -> dict:
 # ---------------------------------------------------------------- output directory
 
 
-def claim_output_dir(recipe: Recipe, resume: bool) -> Path:
+def launcher_rank() -> tuple[int, int]:
+    """(rank, world size) as set by deepspeed/torchrun; (0, 1) in a bare process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def claim_output_dir(recipe: Recipe, resume: bool, *, write: bool = True) -> Path:
     """Refuse to mix runs: an existing output_dir must hold this same recipe, and only with --resume."""
     out = resolve_path(recipe.output_dir)
+    if not write:  # other ranks of a launcher: rank 0 checks and writes
+        return out
     resolved = dump_resolved(recipe)
     if out.exists() and any(out.iterdir()):
         saved = out / RESOLVED
@@ -131,8 +138,9 @@ def claim_output_dir(recipe: Recipe, resume: bool) -> Path:
             raise InputError(f"output_dir {out}: already holds this run; pass --resume to continue it")
     elif resume:
         log.info("--resume: %s holds no run yet, starting fresh", out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RESOLVED).write_text(resolved)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RESOLVED).write_text(resolved)
     return out
 
 
@@ -159,11 +167,17 @@ def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Pat
     work = Path(cache_root) / "teachers" / f"{key}.work"
     log.info("teacher fine-tune: training on %d features -> %s", len(features), final)
     student_dir = train_student(cfg, teacher, tokenizer, features, work, resume=(work / "checkpoints").exists())
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(student_dir, tmp)
-    tmp.rename(final)
-    shutil.rmtree(work, ignore_errors=True)
+    rank, world = launcher_rank()
+    if rank == 0:
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(student_dir, tmp)
+        tmp.rename(final)
+        shutil.rmtree(work, ignore_errors=True)
+    if world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
     return final
 
 
@@ -227,7 +241,17 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
         clock = now
 
     loaded = preflight(recipe)
-    out = claim_output_dir(recipe, resume)
+    rank, world = launcher_rank()
+    if world > 1:
+        import torch.distributed as tdist
+
+        from distill.ds_config import default_device
+        from distill.train import init_distributed
+
+        init_distributed(default_device())
+    out = claim_output_dir(recipe, resume, write=rank == 0)
+    if world > 1:
+        tdist.barrier()
     cache_root = resolve_path(recipe.cache_dir)
     tokenizer = loaded["tokenizer"]
     lap("preflight")
@@ -245,8 +269,14 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
 
     logits = None
     if recipe.train.alpha > 0 and not recipe.train.online_teacher:
-        logits, info = build_logit_cache(teacher, train_features, cache_root, dtype=recipe.teacher.logits_dtype,
-                                         precision=recipe.teacher.precision, batch_size=recipe.teacher.batch_size)
+        # Under a launcher rank 0 builds the cache while the others wait, then every rank opens it.
+        for turn in ((0,), range(1, world)) if world > 1 else ((0,),):
+            if rank in turn:
+                logits, _ = build_logit_cache(teacher, train_features, cache_root,
+                                              dtype=recipe.teacher.logits_dtype, precision=recipe.teacher.precision,
+                                              batch_size=recipe.teacher.batch_size, progress=rank == 0)
+            if world > 1:
+                tdist.barrier()
     lap("teacher_logits")
 
     student = make_student(recipe, teacher)
@@ -256,6 +286,8 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
     )
     lap("student_train")
 
+    if rank != 0:
+        return {}
     metrics = evaluate_pair(recipe, {"teacher": teacher, "student": load_qa_model(str(student_dir))}, tokenizer,
                             loaded["eval"], out)
     lap("eval")
