@@ -13,10 +13,38 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+from typer.core import _click  # typer >= 0.29 vendors click; its exceptions live here, not in `click`
 
 from distill.errors import EXIT_BAD_INPUT, InputError
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors as one `error:` line on stderr, like InputError, instead of click's multi-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click.exceptions.NoArgsIsHelpError as err:
+            typer.echo(err.ctx.get_help(), err=True)
+            sys.exit(err.exit_code)
+        except _click.exceptions.UsageError as err:
+            where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+            typer.echo(f"error: {where}{err.format_message()} (see --help)", err=True)
+            sys.exit(err.exit_code)
+        except _click.exceptions.ClickException as err:
+            typer.echo(f"error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -74,12 +102,15 @@ def _setup_logging(verbose: bool = False) -> None:
     import logging
     import os
 
+    from rich.console import Console
     from rich.logging import RichHandler
 
     rank = int(os.environ.get("RANK", "0"))
     level = logging.DEBUG if verbose else logging.INFO
+    # stderr: stdout carries only results (the metrics JSON of `distill run`, `RECIPE: ok`)
+    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(show_path=False, markup=False)], force=True)
+                        handlers=[handler], force=True)
     for noisy in ("datasets", "transformers", "DeepSpeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -108,7 +139,7 @@ def validate(
     r = load_recipe(recipe, overrides or [])
     if deep:
         _setup_logging()
-        preflight(r, for_run=False)
+        preflight(r, for_run=False, recipe_path=recipe)
     typer.echo(f"{recipe}: ok")
 
 
@@ -126,7 +157,7 @@ def run_cmd(
 
     r = load_recipe(recipe, overrides or [])
     _setup_logging(verbose)
-    metrics = run(r, resume=resume)
+    metrics = run(r, resume=resume, recipe_path=recipe)
     typer.echo(json.dumps({k: metrics[k] for k in ("teacher", "student") if k in metrics}))
 
 
@@ -152,8 +183,10 @@ def eval_cmd(
     try:
         window = WindowConfig(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length)
     except ValidationError as err:
-        raise InputError("; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-                                   for e in err.errors())) from None
+        # a model-level check (doc_stride vs max_seq_length) has an empty loc: name the window options then
+        raise InputError("; ".join(
+            f"{'--' + '-'.join(str(p) for p in e['loc']).replace('_', '-') if e['loc'] else 'window options'}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise InputError(f"--precision {precision!r}: expected auto, fp32, bf16 or fp16")
     _setup_logging()

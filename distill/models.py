@@ -47,7 +47,7 @@ def resolve_source(source: str | os.PathLike) -> str:
 
 
 def _hub_error(source: str, err: Exception) -> InputError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" and not Path(source).expanduser().exists()
     hint = " (HF_HUB_OFFLINE=1: only local directories and cached hub models work)" if offline else ""
     return InputError(f"{source}: cannot load model or tokenizer: {str(err).splitlines()[0]}{hint}")
 
@@ -73,6 +73,7 @@ def load_qa_model(source: str | os.PathLike, *, seed: int = 0):
     always gives the same weights and the same cache keys.
     """
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForQuestionAnswering
     from transformers.utils import logging as hf_logging
 
@@ -83,7 +84,7 @@ def load_qa_model(source: str | os.PathLike, *, seed: int = 0):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return AutoModelForQuestionAnswering.from_pretrained(resolved)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise _hub_error(str(source), err) from err
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -42,18 +42,20 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-def preflight(recipe: Recipe, *, for_run: bool = True) -> dict:
+def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.PathLike | None = None) -> dict:
     """Load and check every input before any expensive stage; all problems in one InputError.
 
     Checks: data files (loaded and validated), model sources, tokenizer pairing, ds_config files and
     their "auto" filling, precision on this device. Hub sources cannot be checked offline: they are
     listed in `notes` instead. `for_run=False` (validate) reports device-dependent problems, such as
     fp16 on a machine without CUDA, as notes: the recipe may be meant for another machine.
-    Returns what it loaded (examples, tokenizer) so the run does not load twice, plus `notes`.
+    Returns what it loaded (examples, tokenizer, models by recipe key) so the run does not load twice,
+    plus `notes`.
+    `recipe_path` (the recipe file) heads the error message.
     """
     from distill.data.squad import load_squad, take_questions
     from distill.ds_config import build_ds_config
-    from distill.models import load_tokenizer, resolve_source, tokenizers_compatible
+    from distill.models import layer_list, load_qa_model, load_tokenizer, resolve_source, tokenizers_compatible
 
     problems: list[str] = []
     notes: list[str] = []
@@ -76,7 +78,7 @@ def preflight(recipe: Recipe, *, for_run: bool = True) -> dict:
         except InputError as err:
             problems.append(f"data.{key}: {err}")
 
-    tokenizers = {}
+    tokenizers, models = {}, {}
     student_source = recipe.student.model or recipe.student.config
     for key, source in (("teacher.model", recipe.teacher.model),
                         ("student.model" if recipe.student.model else "student.config", student_source)):
@@ -86,10 +88,22 @@ def preflight(recipe: Recipe, *, for_run: bool = True) -> dict:
             resolve_source(source)
             if key != "student.config":
                 tokenizers[key] = load_tokenizer(source)
+                # the weights too: a damaged file must fail here, not after features and teacher caching
+                models[key] = load_qa_model(source)
         except InputError as err:
             problems.append(f"{key}: {err}")
     if "teacher.model" in tokenizers:
         loaded["tokenizer"] = tokenizers["teacher.model"]
+    loaded["models"] = models
+    layers = recipe.student.from_teacher_layers
+    if layers is not None and "teacher.model" in models:
+        try:
+            _, _, blocks = layer_list(models["teacher.model"])
+            if not layers or any(not 0 <= i < len(blocks) for i in layers):
+                problems.append(f"student.from_teacher_layers: {layers} must be non-empty indices in "
+                                f"0..{len(blocks) - 1} (teacher {recipe.teacher.model} has {len(blocks)} layers)")
+        except InputError as err:
+            problems.append(f"student.from_teacher_layers: {err}")
     if len(tokenizers) == 2:
         try:
             tokenizers_compatible(tokenizers["teacher.model"], tokenizers["student.model"],
@@ -103,11 +117,12 @@ def preflight(recipe: Recipe, *, for_run: bool = True) -> dict:
         try:
             build_ds_config(cfg, world_size=1)
         except InputError as err:
-            line = f"{section}: {err}"
             device_only = "CUDA" in str(err) and cfg.precision == "fp16"
+            line = f"{section}.{'precision' if device_only else 'ds_config'}: {err}"
             (notes if device_only and not for_run else problems).append(line)
     if problems:
-        raise InputError(f"recipe check failed, {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        where = f"{recipe_path}: " if recipe_path else ""
+        raise InputError(f"{where}recipe check failed, {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     for note in notes:
         log.warning("note: %s", note)
     return loaded
@@ -181,7 +196,7 @@ def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Pat
     return final
 
 
-def make_student(recipe: Recipe, teacher):
+def make_student(recipe: Recipe, teacher, pretrained=None):
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     from distill.models import load_qa_model, resolve_source, student_from_teacher_layers
@@ -193,7 +208,7 @@ def make_student(recipe: Recipe, teacher):
         except InputError as err:
             raise InputError(f"student.from_teacher_layers: {err}") from None
     if s.model is not None:
-        return load_qa_model(s.model)
+        return pretrained if pretrained is not None else load_qa_model(s.model)
     source = resolve_source(s.config)
     config = AutoConfig.from_pretrained(source)
     return AutoModelForQuestionAnswering.from_config(config)
@@ -225,7 +240,7 @@ def evaluate_pair(recipe: Recipe, models: dict, tokenizer, examples, out: Path) 
     return metrics
 
 
-def run(recipe: Recipe, *, resume: bool = False) -> dict:
+def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike | None = None) -> dict:
     from distill.data.features import prepare_features
     from distill.models import load_qa_model, resolve_source
     from distill.teacher import build_logit_cache
@@ -240,7 +255,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
         timings[stage] = round(now - clock, 2)
         clock = now
 
-    loaded = preflight(recipe)
+    loaded = preflight(recipe, recipe_path=recipe_path)
     rank, world = launcher_rank()
     if world > 1:
         import torch.distributed as tdist
@@ -260,7 +275,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
     log.info("features: %d train windows from %d questions", len(train_features), len(loaded["train"]))
     lap("features")
 
-    teacher = load_qa_model(recipe.teacher.model)
+    teacher = loaded["models"].get("teacher.model") or load_qa_model(recipe.teacher.model)
     teacher_dir = resolve_source(recipe.teacher.model)
     if recipe.teacher.finetune is not None:
         teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, train_features, cache_root))
@@ -279,7 +294,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> dict:
                 tdist.barrier()
     lap("teacher_logits")
 
-    student = make_student(recipe, teacher)
+    student = make_student(recipe, teacher, loaded["models"].get("student.model"))
     student_dir = train_student(
         recipe.train, student, tokenizer, train_features, out, teacher_logits=logits,
         teacher_model=teacher if recipe.train.online_teacher else None, resume=resume,

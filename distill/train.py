@@ -323,7 +323,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     if resume and ckpt_dir.is_dir():
         done = complete_checkpoints(ckpt_dir)
         if done:
-            last_step, tag_dir = done[-1]
+            _, tag_dir = done[-1]
             verify_checkpoint(tag_dir)  # on every rank: a rank that raised alone would leave the others hanging
             try:
                 loaded, client = engine.load_checkpoint(str(ckpt_dir), tag=tag_dir.name)

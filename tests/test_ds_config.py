@@ -44,8 +44,16 @@ def test_auto_values_are_filled_from_the_recipe(name):
 
 def test_fp32_recipe_turns_the_bf16_config_precision_off():
     ds = build_ds_config(TrainConfig(precision="fp32", ds_config="ds_configs/zero2_bf16.json"), device="cpu")
-    assert ds["torch_autocast"]["enabled"] is False
-    assert not ds.get("bf16", {}).get("enabled") and not ds.get("fp16", {}).get("enabled")
+    assert ds["bf16"]["enabled"] is False
+    assert not ds.get("fp16", {}).get("enabled")
+
+
+def test_a_torch_autocast_block_satisfies_a_bf16_recipe(tmp_path):
+    path = write(tmp_path, {"torch_autocast": {"enabled": "auto", "dtype": "bfloat16"}, "bf16": {"enabled": "auto"}})
+    ds = build_ds_config(TrainConfig(precision="bf16", ds_config=path), device="cpu")
+    assert ds["torch_autocast"]["enabled"] is True and ds["bf16"]["enabled"] is False
+    ds = build_ds_config(TrainConfig(precision="fp32", ds_config=path), device="cpu")
+    assert ds["torch_autocast"]["enabled"] is False and ds["bf16"]["enabled"] is False
 
 
 def test_every_mismatch_is_reported_at_once_naming_file_and_keys(tmp_path):
