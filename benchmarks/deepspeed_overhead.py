@@ -6,12 +6,14 @@ Writes: benchmarks/results/deepspeed_overhead.json (and prints it).
 A DistilBERT-base-sized QA model (random init from `DistilBertConfig()`), seq 384, batch 8, bf16:
   plain      fp32 weights, torch.autocast(bf16) forward, torch AdamW, grad clipping
   plain_pure_bf16   the model cast to bf16 (what DeepSpeed's `bf16` block does to the module)
+  plain_fp32 no autocast at all (what a DeepSpeed engine without an enabled precision block computes)
   ds_before  the textbook ZeRO-2 bf16 config: `"bf16": {"enabled": true}`, overlap_comm, contiguous
              gradients, 5e8 buckets
   ds_fp32    the same ZeRO-2 engine without any precision block (isolates the engine from bf16)
   ds_after   ds_configs/zero2_bf16.json as shipped, filled by distill.ds_config like train.py does
 All variants live in ONE process and their timed steps run round-robin, so the ratios compare like with like
-even on a machine shared with other jobs; s/step is the median of the timed steps.
+even on a machine shared with other jobs. Wall s/step is the least-disturbed (min) step, median kept too;
+CPU s/step (process time, median) is the figure least moved by other jobs on a shared machine.
 
 Usage: DS_ACCELERATOR=cpu .venv/bin/python benchmarks/deepspeed_overhead.py [--warmup 2] [--steps 5]
        [--variants plain ds_before ds_after] [--profile]
@@ -74,7 +76,7 @@ def make_batch():
     }
 
 
-def plain_step_fn(pure_bf16: bool):
+def plain_step_fn(pure_bf16: bool, autocast: bool = True):
     model = make_model()
     if pure_bf16:
         model = model.to(torch.bfloat16)
@@ -83,7 +85,7 @@ def plain_step_fn(pure_bf16: bool):
     batch = make_batch()
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not pure_bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast and not pure_bf16):
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -154,18 +156,22 @@ def main() -> None:
     steps_by_name = {}
     for name in args.variants:
         if name.startswith("plain"):
-            steps_by_name[name] = plain_step_fn(pure_bf16=name == "plain_pure_bf16")[0]
+            steps_by_name[name] = plain_step_fn(pure_bf16=name == "plain_pure_bf16", autocast=name != "plain_fp32")[0]
         else:
             steps_by_name[name] = ds_step_fn(configs[name])[0]
         for _ in range(args.warmup):
             steps_by_name[name]()
     # round-robin: on a shared machine, load changes hit every variant alike instead of whichever ran then
     times = {name: [] for name in args.variants}
+    cpu = {name: [] for name in args.variants}
     for _ in range(args.steps):
         for name, step in steps_by_name.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    # CPU seconds of this process per step: the work done, much less sensitive than wall time to other jobs
+    results["cpu_s_per_step"] = {n: round(sorted(c)[len(c) // 2], 3) for n, c in cpu.items()}
     for name in args.variants:
         ts = sorted(times[name])
         # min = the least-disturbed step (the usual statistic on a shared machine); median kept for the record
@@ -184,6 +190,10 @@ def main() -> None:
         results["ratio_vs_plain_median"] = {k: round(v / med["plain"], 3) for k, v in med.items()}
         print("ratios vs plain (min):", json.dumps(results["ratio_vs_plain"]))
         print("ratios vs plain (median):", json.dumps(results["ratio_vs_plain_median"]))
+        c = results["cpu_s_per_step"]
+        results["cpu_ratio_vs_plain"] = {k: round(v / c["plain"], 3) for k, v in c.items()}
+        print("CPU s/step (median):", json.dumps(c))
+        print("CPU-time ratios vs plain:", json.dumps(results["cpu_ratio_vs_plain"]))
     results["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

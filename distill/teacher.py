@@ -97,6 +97,13 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     np_dtype = LOGIT_DTYPES[dtype]
     n = len(features)
     n_shards = (n + shard_size - 1) // shard_size
+    # Shards of an interrupted build are reused only if they were cut the same way.
+    layout = cache_dir / "shards.json"
+    wanted = {"shard_size": shard_size, "n_features": n}
+    if not layout.is_file() or json.loads(layout.read_text()) != wanted:
+        for stale in cache_dir.glob("shard-*.npz"):
+            stale.unlink()
+        layout.write_text(json.dumps(wanted))
     done = sum((cache_dir / f"shard-{i:05d}.npz").is_file() for i in range(n_shards))
     if done:
         log.info("teacher logits: resuming an interrupted build, %d/%d shards already done", done, n_shards)
@@ -132,5 +139,6 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     tmp.replace(cache_dir / "complete.json")
     for i in range(n_shards):
         (cache_dir / f"shard-{i:05d}.npz").unlink(missing_ok=True)
+    layout.unlink(missing_ok=True)
     log.info("teacher logits: built %s (%d features, %d forward batches)", cache_dir, n, info["forwards"])
     return load_logit_cache(cache_dir), {**info, "reused": False}
