@@ -51,7 +51,7 @@ def parse_args():
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/squad_cpu[_quick].json)")
     args = p.parse_args()
     if args.quick:
-        args.train_questions, args.eval_questions = 240, 120
+        args.train_questions, args.eval_questions = 160, 80
         args.max_seq_length, args.doc_stride = 128, 48
         args.work = args.work.rstrip("/") + "_quick"
     args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{'_quick' if args.quick else ''}.json")
