@@ -114,7 +114,7 @@ def _loc(loc) -> str:
 def format_validation_error(err: ValidationError) -> list[str]:
     lines = []
     for e in err.errors():
-        path = _loc(e["loc"]) or "(top level)"
+        path = _loc(e["loc"])  # empty for cross-section checks, whose message names the keys itself
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -124,7 +124,7 @@ def format_validation_error(err: ValidationError) -> list[str]:
             msg = msg.removeprefix("Value error, ")
         elif "input" in e and e["type"] != "assertion_error":
             msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{path}: {msg}")
+        lines.append(f"{path}: {msg}" if path else msg)
     return lines
 
 
