@@ -62,8 +62,6 @@ def model_latency(model, features, batch_size: int = 32, repeats: int = 3) -> fl
     """Median seconds for one forward of a fixed batch of real eval features (bf16 autocast as in eval)."""
     import statistics
 
-    import torch
-
     from distill.predict import compute_logits
 
     batch = features.select(range(min(batch_size, len(features))))

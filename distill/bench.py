@@ -25,7 +25,6 @@ How each figure is measured:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import InputError
+from distill.files import sha256_file
 
 SCHEMA = "distill-bench/1"
 ROLES = ("teacher", "student")
@@ -103,11 +103,7 @@ def data_identity(source: str, split: str) -> dict:
     """What makes two benches' data the same: the file's sha256, or the hub id and split."""
     path = Path(source).expanduser()
     if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return {"source": source, "sha256": digest.hexdigest()}
+        return {"source": source, "sha256": sha256_file(path)}
     return {"source": source, "split": split}
 
 

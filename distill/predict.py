@@ -28,19 +28,11 @@ def pick_device(device: str | None = None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cpu_supports_bf16() -> bool:
-    import torch
-
-    try:
-        a = torch.ones(4, 4, dtype=torch.bfloat16)
-        return bool(torch.isfinite((a @ a).float()).all())
-    except RuntimeError:
-        return False
-
-
-def inference_dtype(precision: str, device) -> "torch.dtype":
+def inference_dtype(precision: str, device):
     """auto: fp16 on CUDA, bf16 on CPU where supported, else fp32."""
     import torch
+
+    from distill.ds_config import cpu_supports_bf16
 
     if precision == "fp32":
         return torch.float32

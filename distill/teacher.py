@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import InputError
+from distill.files import sha256_file
 
 log = logging.getLogger("distill")
 
@@ -37,14 +38,6 @@ LOGIT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 def cache_key(features_fingerprint: str, teacher_hash: str, dtype: str, precision: str) -> str:
     text = json.dumps([CACHE_FORMAT, features_fingerprint, teacher_hash, dtype, precision])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
@@ -65,7 +58,7 @@ def load_logit_cache(cache_dir: Path):
     table_dir = cache_dir / "logits"
     for name, expected in info["checksums"].items():
         file = table_dir / name
-        if not file.is_file() or _sha256_file(file) != expected:
+        if not file.is_file() or sha256_file(file) != expected:
             raise InputError(
                 f"{file}: teacher logit cache is corrupt (checksum mismatch); delete {cache_dir} to rebuild it"
             )
@@ -131,7 +124,7 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     ds.save_to_disk(str(table_dir))
     del ds
     shutil.rmtree(cache_dir / ".build", ignore_errors=True)
-    checksums = {p.name: _sha256_file(p) for p in sorted(table_dir.iterdir()) if p.is_file()}
+    checksums = {p.name: sha256_file(p) for p in sorted(table_dir.iterdir()) if p.is_file()}
     marker = {"format": CACHE_FORMAT, "n_features": n, "dtype": dtype, "precision": precision,
               "features_fingerprint": features._fingerprint, "checksums": checksums}
     tmp = cache_dir / "complete.json.tmp"

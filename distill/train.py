@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import inspect
 import json
 import logging
@@ -42,6 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.errors import InputError
+from distill.files import sha256_file
 
 log = logging.getLogger("distill")
 
@@ -183,16 +183,8 @@ def _check_inputs(cfg: TrainConfig, features, teacher_logits, teacher_model) -> 
 # ---------------------------------------------------------------- checkpoints
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_marker(tag_dir: Path, step: int) -> None:
-    files = {str(p.relative_to(tag_dir)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    files = {str(p.relative_to(tag_dir)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
              for p in sorted(tag_dir.rglob("*")) if p.is_file() and p.name != MARKER}
     tmp = tag_dir / (MARKER + ".tmp")
     with open(tmp, "w") as f:
@@ -223,7 +215,7 @@ def verify_checkpoint(tag_dir: Path) -> None:
             raise InputError(f"checkpoint {tag_dir}: {name} is missing; delete {tag_dir} to resume from an "
                              "older checkpoint, or start without --resume")
         size = path.stat().st_size
-        if size != meta["bytes"] or _sha256(path) != meta["sha256"]:
+        if size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
             what = f"truncated ({size} of {meta['bytes']} bytes)" if size != meta["bytes"] else "corrupt (sha256 differs)"
             raise InputError(f"checkpoint {tag_dir}: {name} is {what}; delete {tag_dir} to resume from an "
                              "older checkpoint, or start without --resume")

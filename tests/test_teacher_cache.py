@@ -1,12 +1,10 @@
 """Teacher logit cache: reuse with zero forwards, invalidation, interrupted builds, corruption."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np

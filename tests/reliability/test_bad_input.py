@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DELETE, ROOT, tree_hashes
+from .conftest import DELETE, tree_hashes
 
 case = pytest.mark.case
 
@@ -243,7 +243,7 @@ def _all_ids(path: Path) -> list[str]:
 PRED_CASES = [
     pytest.param("dev", lambda ids: ["Denver Broncos"], None, ["pred.json", "expected a JSON object", "an array"],
                  id="pred-not-an-object", marks=case(input='predictions file is a JSON array', expected="exit 2")),
-    pytest.param("dev", lambda ids: {i: 3 for i in ids}, None, ["pred.json", f"question ", "must be a string, got a number"],
+    pytest.param("dev", lambda ids: {i: 3 for i in ids}, None, ["pred.json", "question ", "must be a string, got a number"],
                  id="pred-answer-not-string", marks=case(input="an answer given as the number 3", expected="exit 2, names the id")),
     pytest.param("dev", None, None, ["pred.json", "not valid JSON"], id="pred-not-json",
                  marks=case(input="predictions file that is not JSON", expected="exit 2")),
