@@ -77,3 +77,16 @@ def make_tiny_bert(path: Path, tokenizer_dir: Path, *, layers: int = 2, hidden: 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, minilm_dir) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), minilm_dir)
+
+
+def kill_after_lines(proc, prefix: str, count: int) -> int:
+    """SIGKILL `proc` once it has printed `count` stdout lines starting with `prefix`; returns how many it saw."""
+    import signal
+
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith(prefix)
+        if seen == count:
+            proc.send_signal(signal.SIGKILL)
+            break
+    return seen

@@ -1,7 +1,6 @@
 """Teacher logit cache: reuse with zero forwards, invalidation, interrupted builds, corruption."""
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import kill_after_lines
 from distill.data.features import WindowConfig, prepare_features
 from distill.data.squad import load_squad
 from distill.errors import InputError
@@ -96,12 +96,7 @@ def test_killed_build_is_never_used_and_the_rerun_completes(dev_v1_slice, tiny_b
     """))
     env = {**os.environ, "SLOW_SHARDS": "1"}
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
-    shards = 0
-    for line in proc.stdout:
-        shards += line.startswith("shard")
-        if shards == 2:
-            proc.send_signal(signal.SIGKILL)
-            break
+    assert kill_after_lines(proc, "shard", 2) == 2, "the build never reached its second shard"
     proc.wait(timeout=60)
     cache_dirs = list((tmp_path / "cache" / "teacher_logits").iterdir())
     assert len(cache_dirs) == 1 and not (cache_dirs[0] / "complete.json").exists()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_after_lines
 
 from .conftest import HERE, ROOT, base_recipe, set_key, tree_hashes, write_recipe
 from .test_bad_input import assert_refused
@@ -135,19 +136,14 @@ def test_sigkill_during_teacher_caching_then_rerun(tmp_path, rel_data, tiny_teac
 
     recipe = make_recipe(tmp_path, rel_data, tiny_teacher)
     proc = faulty(["run", recipe], tmp_path, FAULT_SHARD_SIZE="8", FAULT_SHARD_SLEEP="1")
-    shards = 0
-    for line in proc.stdout:
-        shards += line.startswith("shard")
-        if shards == 2:
-            proc.send_signal(signal.SIGKILL)
-            break
+    shards = kill_after_lines(proc, "shard", 2)
     proc.wait(timeout=30)
     assert shards == 2, (tmp_path / "faulty.stderr").read_text()[-3000:]
     (cache_dir,) = (tmp_path / "cache" / "teacher_logits").iterdir()
     assert not (cache_dir / "complete.json").exists()
     assert not (tmp_path / "out" / "checkpoints").exists(), "training must not start on a partial cache"
 
-    # the rerun uses the same shard size as the killed build (shard files do not record their row range)
+    # the rerun uses the same shard size as the killed build, so its finished shards are reused
     monkeypatch.setattr(distill.teacher, "build_logit_cache",
                         functools.partial(distill.teacher.build_logit_cache, shard_size=8))
     result = run_cli(recipe, "--resume")
