@@ -92,6 +92,8 @@ def main() -> int:
         results["cache_build_s"] = round(time.perf_counter() - t0, 2)
         for mode in ("cached", "online"):
             student = make_student()
+            results["params"] = {"teacher": sum(p.numel() for p in teacher.parameters()),
+                                 "student": sum(p.numel() for p in student.parameters())}
             out = Path(tmp) / mode
             online = mode == "online"
             t0 = time.perf_counter()
@@ -103,10 +105,7 @@ def main() -> int:
                              "final_loss": log[-1]["loss"]}
     ratio = results["cached"]["epoch_s"] / results["online"]["epoch_s"]
     summary = {
-        "benchmark": "cached_vs_online", "pair": args.pair,
-        "params": {"teacher": sum(p.numel() for p in teacher.parameters()),
-                   "student": sum(p.numel() for p in make_student().parameters())},
-        "n_questions": len(examples), "n_features": len(features),
+        "benchmark": "cached_vs_online", "pair": args.pair, "n_questions": len(examples), "n_features": len(features),
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         **results, "cached_over_online_epoch_ratio": round(ratio, 3), "target": "<= 0.6",
         "epochs_to_amortise_cache": round(results["cache_build_s"] /

@@ -326,6 +326,7 @@ def _measure(settings, examples, features, fixed, tokenizer, window, device, dty
     from distill.models import load_qa_model, resolve_source
     from distill.postprocess import postprocess_predictions
     from distill.predict import compute_logits, predict
+    from distill.train import trim_padding
     result: dict = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "settings": {**expected_settings(settings, examples), "n_features": len(features),
                                  "eval_batch_size": settings.eval_batch_size, "warmup": settings.warmup,
@@ -362,12 +363,10 @@ def _measure(settings, examples, features, fixed, tokenizer, window, device, dty
     autocast = dtype != torch.float32
     result["settings"]["model_only_widths"] = {}
     for bs in settings.batch_sizes:
-        batch = {k: v[:bs] for k, v in fixed.items()}
         # padding past the longest real window is never computed in eval or e2e: timing it would make
         # model-only slower than end-to-end
-        width = int(batch["attention_mask"].sum(dim=1).max())
-        result["settings"]["model_only_widths"][str(bs)] = width
-        batch = {k: v[:, :width].to(device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in trim_padding({k: v[:bs] for k, v in fixed.items()}).items()}
+        result["settings"]["model_only_widths"][str(bs)] = batch["input_ids"].shape[1]
 
         def forward(model=None, batch=batch):
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
