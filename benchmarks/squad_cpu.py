@@ -157,7 +157,8 @@ def main() -> int:
         cfg = recipe.train.model_copy(update={"alpha": alpha})
         init = student_from_teacher_layers(teacher, layers)
         # keyed by the student settings, so a rerun with other T/alpha/epochs reuses the teacher but no stale student
-        tag = f"T{args.temperature}_a{alpha}_e{args.student_epochs}_lr{args.student_lr}_l{'-'.join(map(str, layers))}"
+        tag = (f"T{args.temperature}_a{alpha}_e{args.student_epochs}_lr{args.student_lr}_l{'-'.join(map(str, layers))}"
+               + ("_grouped" if cfg.group_by_length else ""))
         out = work / f"{name}_{tag}"
         done = (out / "student" / "config.json").is_file()
         students[name] = out / "student" if done else train_student(
@@ -188,6 +189,8 @@ def main() -> int:
         "params": {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()},
         "stage_seconds": stages,
         "stages_reused_from_earlier_invocation": reused,
+        "group_by_length": {"teacher": recipe.teacher.finetune.group_by_length,
+                            "students": recipe.train.group_by_length},
         "teacher_logits": {k: info[k] for k in ("key", "reused", "forwards")},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "transformers": transformers.__version__, "threads": torch.get_num_threads(),
@@ -203,7 +206,8 @@ def main() -> int:
         "",
         f"teacher: {args.teacher_epochs} epoch(s), lr {args.teacher_lr}; students: layers {args.layers} of the fine-tuned "
         f"teacher, {args.student_epochs} epoch(s), lr {args.student_lr}, batch {args.batch_size}; KD: T {args.temperature}, "
-        f"alpha {args.alpha}; CE only: alpha 0; seed {args.seed}.",
+        f"alpha {args.alpha}; CE only: alpha 0; seed {args.seed}; batches grouped by window length: "
+        f"{'yes' if recipe.train.group_by_length else 'no'}.",
         "",
         "| model | EM | F1 | params | latency (bs 32) |",
         "|---|---|---|---|---|",

@@ -56,8 +56,8 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
                    desc: str = "predict", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Start/end logits, float32 arrays [n_features, max_seq_length], in feature order.
 
-    Each batch is cut to its longest real sequence (padding costs compute, not accuracy); positions
-    beyond it are filled with PAD_LOGIT.
+    Features run longest first, so each batch holds windows of similar length and is cut to its
+    longest real sequence (padding costs compute, not accuracy); positions beyond it get PAD_LOGIT.
     """
     import torch
     from tqdm.auto import tqdm
@@ -71,16 +71,20 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
     end = np.full((n, seq), PAD_LOGIT, dtype=np.float32)
     data = features.with_format("torch", columns=cols)
     autocast = dtype != torch.float32
+    lengths = np.asarray(features.with_format("numpy", columns=["attention_mask"])["attention_mask"]).sum(axis=1) \
+        if n else np.zeros(0, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
     with torch.inference_mode(), tqdm(total=n, desc=desc, unit="feat", disable=not progress, leave=False) as bar:
         for lo in range(0, n, batch_size):
-            batch = data[lo:lo + batch_size]
-            width = int(batch["attention_mask"].sum(dim=1).max())
+            rows = order[lo:lo + batch_size]
+            batch = data[rows.tolist()]
+            width = int(lengths[rows].max())
             inputs = {k: v[:, :width].to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=dtype, enabled=autocast):
                 out = model(**inputs)
-            start[lo:lo + len(inputs["input_ids"]), :width] = out.start_logits.float().cpu().numpy()
-            end[lo:lo + len(inputs["input_ids"]), :width] = out.end_logits.float().cpu().numpy()
-            bar.update(len(inputs["input_ids"]))
+            start[rows, :width] = out.start_logits.float().cpu().numpy()
+            end[rows, :width] = out.end_logits.float().cpu().numpy()
+            bar.update(len(rows))
     return start, end
 
 

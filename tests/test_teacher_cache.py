@@ -49,6 +49,22 @@ def test_cached_logits_match_a_direct_forward(features, tiny_bert_dir, tmp_path)
     np.testing.assert_allclose(np.asarray(logits[5]["start_logits"])[:n], out.start_logits[0].numpy(), atol=1e-5)
 
 
+def test_length_sorted_batches_return_every_window_in_feature_order(features, tiny_bert_dir):
+    from distill.predict import PAD_LOGIT, compute_logits
+
+    teacher = load_qa_model(tiny_bert_dir)
+    start, end = compute_logits(teacher, features, batch_size=4, precision="fp32", progress=False)
+    rows = features.with_format("torch")
+    lengths = [int(m.sum()) for m in rows["attention_mask"]]
+    assert len(set(lengths)) > 1  # otherwise the order would not matter
+    for i, n in enumerate(lengths):
+        with torch.no_grad():
+            out = teacher(**{k: rows[i][k][None, :n] for k in ("input_ids", "attention_mask", "token_type_ids")})
+        np.testing.assert_allclose(start[i, :n], out.start_logits[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(end[i, :n], out.end_logits[0].numpy(), atol=1e-5)
+        assert (start[i, max(lengths):] == PAD_LOGIT).all()
+
+
 def test_changing_one_teacher_parameter_invalidates_the_cache(features, tiny_bert_dir, tmp_path):
     teacher = load_qa_model(tiny_bert_dir)
     _, info1 = build_logit_cache(teacher, features, tmp_path / "cache")

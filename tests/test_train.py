@@ -14,7 +14,7 @@ import torch
 from _train_worker import make_features, teacher_logits_for
 from conftest import make_tiny_bert
 from distill.errors import InputError
-from distill.train import MARKER, TrainConfig, train_student
+from distill.train import MARKER, TrainConfig, epoch_order, train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_train_worker.py"
@@ -139,6 +139,32 @@ def test_same_recipe_and_seed_give_identical_losses_and_weights(tiny_bert_dir, f
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     a, b = student_state(tmp_path / "a"), student_state(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_group_by_length_keeps_every_row_and_cuts_the_padded_width():
+    import numpy as np
+
+    lengths = np.random.default_rng(0).integers(40, 257, size=1000)
+    plain = epoch_order(1000, 16, seed=3, epoch=1)
+    grouped = epoch_order(1000, 16, seed=3, epoch=1, lengths=lengths)
+    assert sorted(grouped) == sorted(plain)  # the same rows, wrap-around padding included
+    assert grouped == epoch_order(1000, 16, seed=3, epoch=1, lengths=lengths)  # resumable: seed + epoch fix it
+    assert grouped != epoch_order(1000, 16, seed=3, epoch=2, lengths=lengths)
+
+    def computed(order):  # tokens computed once each step is cut to its longest row
+        return sum(16 * max(lengths[order[lo:lo + 16]]) for lo in range(0, len(order), 16))
+
+    assert computed(grouped) < 0.7 * computed(plain)
+    first_steps = [max(lengths[grouped[lo:lo + 16]]) for lo in range(0, 160, 16)]
+    assert first_steps != sorted(first_steps, reverse=True)  # steps are shuffled, not longest first
+
+
+def test_group_by_length_training_is_reproducible_and_changes_the_order(tiny_bert_dir, features, tmp_path):
+    train(tiny_bert_dir, tmp_path / "a", cfg(alpha=0.0, group_by_length=True), features)
+    train(tiny_bert_dir, tmp_path / "b", cfg(alpha=0.0, group_by_length=True), features)
+    train(tiny_bert_dir, tmp_path / "plain", cfg(alpha=0.0), features)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(tmp_path / "a") != losses(tmp_path / "plain")
 
 
 def test_cached_fp32_teacher_logits_give_the_same_losses_as_the_online_teacher(tiny_bert_dir, features, teacher,
