@@ -71,7 +71,7 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
     end = np.full((n, seq), PAD_LOGIT, dtype=np.float32)
     data = features.with_format("torch", columns=cols)
     autocast = dtype != torch.float32
-    lengths = np.asarray(features.with_format("numpy", columns=["attention_mask"])["attention_mask"]).sum(axis=1) \
+    lengths = features.with_format("numpy", columns=["attention_mask"])[:]["attention_mask"].sum(axis=1) \
         if n else np.zeros(0, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     with torch.inference_mode(), tqdm(total=n, desc=desc, unit="feat", disable=not progress, leave=False) as bar:

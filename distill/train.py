@@ -340,7 +340,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     rows = features.with_format("torch", columns=columns)
     lengths = None
     if cfg.group_by_length:
-        lengths = np.asarray(features.with_format("numpy", columns=["attention_mask"])["attention_mask"]).sum(axis=1)
+        lengths = features.with_format("numpy", columns=["attention_mask"])[:]["attention_mask"].sum(axis=1)
     logit_rows = None
     if cfg.alpha > 0 and teacher_model is None:
         logit_rows = teacher_logits.with_format("torch", columns=["start_logits", "end_logits"])
