@@ -8,7 +8,7 @@
 Writes benchmarks/results/squad_cpu.json and squad_cpu.md (EM/F1, KD gain, retention, latency ratio,
 wall time of each stage). Work files (cache, students) go to --work (git-ignored).
 
-    python benchmarks/squad_cpu.py            # the full run (~90 min on 2 cores)
+    python benchmarks/squad_cpu.py --student-epochs 3   # the run in results/squad_cpu.md (~2 h on 2 cores)
     python benchmarks/squad_cpu.py --quick    # a few minutes, tiny slices: keeps the path alive in CI
 """
 

@@ -166,6 +166,17 @@ def _hash_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+# settings added after teachers were first cached: at these values they train exactly as before,
+# so they stay out of the key and existing fine-tuned teachers remain valid
+_KEY_NEUTRAL = {"group_by_length": False}
+
+
+def finetune_key(cfg, weights: str, fingerprint: str) -> str:
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items()
+                if not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])}
+    return _hash_json([weights, fingerprint, settings])
+
+
 def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Path:
     """Fine-tune a base encoder on the training features (CE only); reused when already done.
 
@@ -174,7 +185,7 @@ def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Pat
     from distill.models import weights_hash
     from distill.train import train_student
 
-    key = _hash_json([weights_hash(teacher), features._fingerprint, cfg.model_dump(mode="json")])
+    key = finetune_key(cfg, weights_hash(teacher), features._fingerprint)
     final = Path(cache_root) / "teachers" / key
     if (final / "config.json").is_file():
         log.info("teacher fine-tune: reusing %s", final)

@@ -75,8 +75,9 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, gt=0, description="Log (train_log.jsonl, TensorBoard) every N optimizer steps.")
     online_teacher: bool = Field(False, description="Run the teacher every step instead of reading cached logits.")
     group_by_length: bool = Field(
-        False, description="Put windows of similar length in the same step (less padding computed; ~25% faster "
-                           "at seq 256 on SQuAD). The data order stays a function of seed and epoch.")
+        False, description="Put windows of similar length in the same step: less padding computed (0.67x step "
+                           "time at seq 256 on SQuAD) but a less even mix per step; hurt a fresh-head fine-tune "
+                           "once (docs/training.md).")
 
 
 class TrainingDiverged(InputError):

@@ -82,3 +82,15 @@ def test_every_shipped_recipe_passes_the_schema(name):
 def test_help_lists_every_key_with_its_description():
     lines = "\n".join(help_text())
     assert "train.temperature = 2.0" in lines and "data.window.doc_stride = 128" in lines
+
+
+def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_otherwise():
+    from distill.recipe import FinetuneConfig
+    from distill.run import _hash_json, finetune_key
+
+    cfg = FinetuneConfig(lr=1e-4)
+    before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "group_by_length"}
+    assert finetune_key(cfg, "w", "f") == _hash_json(["w", "f", before_the_option])
+    assert finetune_key(cfg.model_copy(update={"group_by_length": True}), "w", "f") != finetune_key(cfg, "w", "f")
+    assert finetune_key(cfg.model_copy(update={"lr": 2e-4}), "w", "f") != finetune_key(cfg, "w", "f")
+    assert finetune_key(cfg, "w", "g") != finetune_key(cfg, "w", "f")
