@@ -92,8 +92,6 @@ def main() -> int:
         results["cache_build_s"] = round(time.perf_counter() - t0, 2)
         for mode in ("cached", "online"):
             student = make_student()
-            results["params"] = {"teacher": sum(p.numel() for p in teacher.parameters()),
-                                 "student": sum(p.numel() for p in student.parameters())}
             out = Path(tmp) / mode
             online = mode == "online"
             t0 = time.perf_counter()
@@ -103,6 +101,8 @@ def main() -> int:
             log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
             results[mode] = {"epoch_s": log[-1]["elapsed_s"], "wall_s": round(wall, 2), "steps": log[-1]["step"],
                              "final_loss": log[-1]["loss"]}
+    results["params"] = {"teacher": sum(p.numel() for p in teacher.parameters()),
+                         "student": sum(p.numel() for p in student.parameters())}  # the last student trained
     ratio = results["cached"]["epoch_s"] / results["online"]["epoch_s"]
     summary = {
         "benchmark": "cached_vs_online", "pair": args.pair, "n_questions": len(examples), "n_features": len(features),

@@ -62,6 +62,8 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
     import torch
     from tqdm.auto import tqdm
 
+    from distill.data.features import window_lengths
+
     device = pick_device(device)
     dtype = inference_dtype(precision, device)
     model = model.to(device).eval()
@@ -71,8 +73,7 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
     end = np.full((n, seq), PAD_LOGIT, dtype=np.float32)
     data = features.with_format("torch", columns=cols)
     autocast = dtype != torch.float32
-    lengths = features.with_format("numpy", columns=["attention_mask"])[:]["attention_mask"].sum(axis=1) \
-        if n else np.zeros(0, dtype=np.int64)
+    lengths = window_lengths(features)
     order = np.argsort(-lengths, kind="stable")
     with torch.inference_mode(), tqdm(total=n, desc=desc, unit="feat", disable=not progress, leave=False) as bar:
         for lo in range(0, n, batch_size):

@@ -296,6 +296,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from distill.data.features import window_lengths
     from distill.ds_config import build_ds_config, default_device, resolve_precision
     from distill.losses import distillation_loss, valid_positions_mask
 
@@ -339,9 +340,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     columns = [c for c in (*MODEL_INPUTS, "context_mask", "start_positions", "end_positions")
                if c in features.column_names]
     rows = features.with_format("torch", columns=columns)
-    lengths = None
-    if cfg.group_by_length:
-        lengths = features.with_format("numpy", columns=["attention_mask"])[:]["attention_mask"].sum(axis=1)
+    lengths = window_lengths(features) if cfg.group_by_length else None
     logit_rows = None
     if cfg.alpha > 0 and teacher_model is None:
         logit_rows = teacher_logits.with_format("torch", columns=["start_logits", "end_logits"])

@@ -155,3 +155,12 @@ def prepare_features(examples, tokenizer, window: WindowConfig | None = None, *,
     # a small in-memory column with a deterministic fingerprint keeps the big file as the only cache file.
     return features.add_column("feature_index", list(range(len(features))))
 
+
+
+def window_lengths(features):
+    """Real (unpadded) tokens of each window, as a numpy int array in feature order."""
+    import numpy as np
+
+    if not len(features):
+        return np.zeros(0, dtype=np.int64)
+    return features.with_format("numpy", columns=["attention_mask"])[:]["attention_mask"].sum(axis=1)
