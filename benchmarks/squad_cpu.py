@@ -45,6 +45,9 @@ def parse_args():
     p.add_argument("--student-epochs", type=int, default=2)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--hidden-weight", type=float, default=0.0,
+                   help="student A also matches the teacher's hidden states (train.hidden_weight; runs the teacher "
+                        "online every step instead of reading cached logits)")
     p.add_argument("--layers", default="0,2,4")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--stop-after-logits", action="store_true",
@@ -154,15 +157,17 @@ def main() -> int:
 
     students = {}
     for name, alpha in (("student_kd", args.alpha), ("student_ce", 0.0)):
-        cfg = recipe.train.model_copy(update={"alpha": alpha})
+        hidden = args.hidden_weight if alpha > 0 else 0.0
+        cfg = recipe.train.model_copy(update={"alpha": alpha, "hidden_weight": hidden, "online_teacher": hidden > 0})
         init = student_from_teacher_layers(teacher, layers)
         # keyed by the student settings, so a rerun with other T/alpha/epochs reuses the teacher but no stale student
         tag = (f"T{args.temperature}_a{alpha}_e{args.student_epochs}_lr{args.student_lr}_l{'-'.join(map(str, layers))}"
-               + ("_grouped" if cfg.group_by_length else ""))
+               + ("_grouped" if cfg.group_by_length else "") + (f"_h{hidden}" if hidden else ""))
         out = work / f"{name}_{tag}"
         done = (out / "student" / "config.json").is_file()
         students[name] = out / "student" if done else train_student(
-            cfg, init, tokenizer, train_features, out, teacher_logits=logits if alpha > 0 else None)
+            cfg, init, tokenizer, train_features, out, teacher_logits=logits if alpha > 0 and not hidden else None,
+            teacher_model=teacher if hidden else None)
         lap(f"{name}_train_{tag}", was_reused=done)
 
     results = {}
@@ -206,7 +211,9 @@ def main() -> int:
         "",
         f"teacher: {args.teacher_epochs} epoch(s), lr {args.teacher_lr}; students: layers {args.layers} of the fine-tuned "
         f"teacher, {args.student_epochs} epoch(s), lr {args.student_lr}, batch {args.batch_size}; KD: T {args.temperature}, "
-        f"alpha {args.alpha}; CE only: alpha 0; seed {args.seed}; batches grouped by window length: "
+        f"alpha {args.alpha}"
+        + (f", hidden-state KD weight {args.hidden_weight} (teacher online)" if args.hidden_weight else "")
+        + f"; CE only: alpha 0; seed {args.seed}; batches grouped by window length: "
         f"{'yes' if recipe.train.group_by_length else 'no'}.",
         "",
         "| model | EM | F1 | params | latency (bs 32) |",

@@ -1,8 +1,10 @@
 """Knowledge-distillation and span losses for extractive QA (pure functions, no state).
 
 Reads: start/end logits [batch, seq] of student and teacher (any float dtype), `context_mask` [batch, seq]
-and gold start/end positions [batch]. Writes nothing. Everything is computed in at least fp32 (fp16/bf16 inputs are upcast; float64 stays float64,
-which is what lets torch.autograd.gradcheck test these very functions).
+and gold start/end positions [batch]; for the optional hidden-state term, matched hidden states
+[batch, seq, hidden] and the attention mask. Writes nothing. Everything is computed in at least fp32
+(fp16/bf16 inputs are upcast; float64 stays float64, which is what lets torch.autograd.gradcheck test
+these very functions).
 
 Valid positions (docs/architecture.md): context tokens plus index 0 (CLS, the "no answer" slot). Masked
 positions are removed from BOTH softmaxes by a large negative FINITE fill, and their KL terms are zeroed,
@@ -80,3 +82,21 @@ def distillation_loss(student_start: torch.Tensor, student_end: torch.Tensor,
         kd = torch.zeros((), dtype=ce.dtype, device=ce.device)
     loss = alpha * kd + (1.0 - alpha) * ce if alpha > 0 else ce
     return {"loss": loss, "kd_loss": kd, "ce_loss": ce}
+
+
+def hidden_state_loss(student_hidden, teacher_hidden, token_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over matched layer pairs of MSE(student, teacher) / Var(teacher), over real tokens only.
+
+    Dividing by the teacher's variance makes the term scale-free across models and layers: 0 is a
+    perfect match, 1 is no better than predicting the teacher's mean (TinyBERT / PKD-style hidden KD).
+    """
+    mask = token_mask.bool()
+    terms = []
+    for s, t in zip(student_hidden, teacher_hidden, strict=True):
+        s = _wide(s)[mask]  # [tokens, hidden]
+        t = t.detach()[mask].to(s.dtype)
+        if not s.numel():
+            terms.append(s.sum())
+            continue
+        terms.append(((s - t) ** 2).mean() / t.var(unbiased=False).clamp_min(1e-6))
+    return torch.stack(terms).mean()

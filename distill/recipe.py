@@ -40,8 +40,10 @@ class FinetuneConfig(TrainConfig):
 
     alpha: float = Field(0.0, ge=0.0, le=0.0, description="Fixed at 0: fine-tuning uses gold spans only.")
     online_teacher: bool = Field(False, description="Not used for teacher fine-tuning.")
+    hidden_weight: float = Field(0.0, ge=0.0, le=0.0, description="Fixed at 0: fine-tuning has no teacher.")
+    hidden_layers: Optional[list[int]] = Field(None, description="Not used for teacher fine-tuning.")
 
-    @field_validator("online_teacher")
+    @field_validator("online_teacher", "hidden_layers")
     @classmethod
     def _no_online(cls, v):
         if v:
@@ -99,8 +101,21 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _needs_teacher_signal(self):
-        if self.train.alpha == 0 and self.train.online_teacher:
-            raise ValueError("train.online_teacher needs train.alpha > 0 (alpha 0 trains on gold spans only)")
+        t = self.train
+        problems = []
+        if t.online_teacher and t.alpha == 0 and t.hidden_weight == 0:
+            problems.append("train.online_teacher needs train.alpha > 0 or train.hidden_weight > 0 "
+                            "(otherwise the teacher is never used)")
+        if t.hidden_weight > 0 and not t.online_teacher:
+            problems.append("train.hidden_weight > 0 needs train.online_teacher: true (hidden states are not cached)")
+        if t.hidden_layers is not None and t.hidden_weight == 0:
+            problems.append("train.hidden_layers is set but train.hidden_weight is 0")
+        layers = self.student.from_teacher_layers
+        if t.hidden_layers is not None and layers is not None and len(t.hidden_layers) != len(layers):
+            problems.append(f"train.hidden_layers: {len(t.hidden_layers)} entries for a student of {len(layers)} "
+                            "layers (student.from_teacher_layers)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

@@ -1,9 +1,10 @@
 """Student training under DeepSpeed: KD on teacher logits + CE on gold spans.
 
 Reads: the features Dataset (docs/architecture.md), teacher logits aligned row by row with it (or a
-teacher model run online), the ds_config JSON named by `train.ds_config`.
+teacher model run online, which hidden-state KD needs), the ds_config JSON named by `train.ds_config`.
 Writes under OUTPUT/ (rank 0 only, except checkpoint shards which every rank writes):
-  train_log.jsonl      one JSON line per logged optimizer step: step, epoch, loss, kd_loss, ce_loss, lr, elapsed_s
+  train_log.jsonl      one JSON line per logged optimizer step: step, epoch, loss, kd_loss, ce_loss, hidden_loss,
+                       lr, elapsed_s
   tensorboard/         the same scalars
   checkpoints/step<N>/ DeepSpeed checkpoint (model, optimizer, scheduler; client_state: step, epoch, position
                        in the epoch, rows per step), rng_rank<r>.pt (python/numpy/torch RNG of each rank: DeepSpeed
@@ -48,6 +49,7 @@ log = logging.getLogger("distill")
 MARKER = "complete.json"
 TRAIN_LOG = "train_log.jsonl"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+LOSS_KEYS = ("loss", "kd_loss", "ce_loss", "hidden_loss")
 
 
 class TrainConfig(BaseModel):
@@ -74,6 +76,12 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, gt=0, description="How many recent checkpoints to keep.")
     log_every: int = Field(10, gt=0, description="Log (train_log.jsonl, TensorBoard) every N optimizer steps.")
     online_teacher: bool = Field(False, description="Run the teacher every step instead of reading cached logits.")
+    hidden_weight: float = Field(
+        0.0, ge=0, description="Add hidden_weight x a hidden-state loss: per matched layer, MSE(student, teacher) "
+                               "/ Var(teacher) over real tokens. Needs online_teacher and equal hidden sizes.")
+    hidden_layers: Optional[list[int]] = Field(
+        None, description="Teacher layer (1-based) each student layer's output is matched to; default spreads "
+                          "them evenly, e.g. [2, 4, 6] for a 3-layer student of a 6-layer teacher.")
     group_by_length: bool = Field(
         False, description="Put windows of similar length in the same step: less padding computed (0.67x step "
                            "time at seq 256 on SQuAD) but a less even mix per step; hurt a fresh-head fine-tune "
@@ -186,8 +194,10 @@ def _check_inputs(cfg: TrainConfig, features, teacher_logits, teacher_model) -> 
         raise InputError(f"training features lack column(s) {', '.join(missing)}")
     if len(features) == 0:
         raise InputError("training features are empty")
-    if cfg.alpha > 0 and cfg.online_teacher and teacher_model is None:
+    if (cfg.alpha > 0 or cfg.hidden_weight > 0) and cfg.online_teacher and teacher_model is None:
         raise InputError("train.online_teacher is set but no teacher model was given")
+    if cfg.hidden_weight > 0 and not cfg.online_teacher:
+        raise InputError("train.hidden_weight > 0 needs train.online_teacher (hidden states are not cached)")
     if cfg.alpha > 0 and not cfg.online_teacher:
         if teacher_logits is None:
             raise InputError("train.alpha > 0 needs teacher logits (or train.online_teacher)")
@@ -197,6 +207,19 @@ def _check_inputs(cfg: TrainConfig, features, teacher_logits, teacher_model) -> 
         lacking = {"start_logits", "end_logits"} - set(teacher_logits.column_names)
         if lacking:
             raise InputError(f"teacher logits lack column(s) {', '.join(sorted(lacking))}")
+
+
+def hidden_layer_map(cfg: TrainConfig, student_config, teacher_config) -> list[int]:
+    """Teacher hidden-state index (1-based layer) matched to each student layer, checked against both models."""
+    n_s, n_t = student_config.num_hidden_layers, teacher_config.num_hidden_layers
+    layers = cfg.hidden_layers or [round((i + 1) * n_t / n_s) for i in range(n_s)]
+    if len(layers) != n_s or not all(1 <= j <= n_t for j in layers):
+        raise InputError(f"train.hidden_layers: {layers} must give one teacher layer in 1..{n_t} for each of the "
+                         f"student's {n_s} layers")
+    if student_config.hidden_size != teacher_config.hidden_size:
+        raise InputError(f"train.hidden_weight: student hidden size {student_config.hidden_size} differs from the "
+                         f"teacher's {teacher_config.hidden_size} (no projection is learned); set hidden_weight 0")
+    return layers
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -298,7 +321,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
 
     from distill.data.features import window_lengths
     from distill.ds_config import build_ds_config, default_device, resolve_precision
-    from distill.losses import distillation_loss, valid_positions_mask
+    from distill.losses import distillation_loss, hidden_state_loss, valid_positions_mask
 
     _check_inputs(cfg, features, teacher_logits, teacher_model)
     output_dir = Path(output_dir)
@@ -331,9 +354,15 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
                    else "bf16 autocast" if engine.torch_autocast_enabled() else "fp32")
         log.info("DeepSpeed engine computes in %s (ZeRO stage %d)", compute, engine.zero_optimization_stage())
 
-    if teacher_model is not None and cfg.alpha > 0 and cfg.online_teacher:
+    hidden_map = None
+    if teacher_model is not None and (cfg.alpha > 0 or cfg.hidden_weight > 0) and cfg.online_teacher:
         teacher_model.eval().to(engine.device)
         teacher_inputs = set(inspect.signature(teacher_model.forward).parameters)
+        if cfg.hidden_weight > 0:
+            hidden_map = hidden_layer_map(cfg, student_model.config, teacher_model.config)
+            if is_main:
+                log.info("hidden-state KD: student layers 1..%d matched to teacher layers %s, weight %g",
+                         len(hidden_map), hidden_map, cfg.hidden_weight)
     else:
         teacher_model = None
     student_inputs = set(inspect.signature(student_model.forward).parameters)
@@ -408,17 +437,21 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
         order = epoch_order(len(features), rows_per_step, cfg.seed, epoch, lengths=lengths)
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(4, dtype=torch.float64)
         for idx in micro_batches(order, in_epoch, batch_size=cfg.batch_size,
                                  accumulation=cfg.gradient_accumulation, rank=rank, world=world):
             batch = trim_padding({k: v.to(engine.device) for k, v in rows[idx].items()})
             inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch and k in student_inputs}
-            t_start = t_end = None
+            if hidden_map:
+                inputs["output_hidden_states"] = True
+            t_start = t_end = t_out = None
             if teacher_model is not None:
                 with torch.no_grad(), (torch.autocast(engine.device.type, dtype=autocast_dtype) if autocast_dtype
                                        else contextlib.nullcontext()):
-                    t_out = teacher_model(**{k: batch[k] for k in MODEL_INPUTS if k in batch and k in teacher_inputs})
-                t_start, t_end = t_out.start_logits, t_out.end_logits
+                    t_out = teacher_model(**{k: batch[k] for k in MODEL_INPUTS if k in batch and k in teacher_inputs},
+                                          output_hidden_states=bool(hidden_map))
+                if cfg.alpha > 0:
+                    t_start, t_end = t_out.start_logits, t_out.end_logits
             elif logit_rows is not None:
                 cached = logit_rows[idx]
                 width = batch["input_ids"].shape[1]
@@ -428,8 +461,14 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
             losses = distillation_loss(out.start_logits, out.end_logits, t_start, t_end, batch["start_positions"],
                                        batch["end_positions"], valid_positions_mask(batch["context_mask"]),
                                        temperature=cfg.temperature, alpha=cfg.alpha)
+            losses["hidden_loss"] = torch.zeros_like(losses["loss"])
+            if hidden_map:
+                losses["hidden_loss"] = hidden_state_loss(out.hidden_states[1:],
+                                                          [t_out.hidden_states[j] for j in hidden_map],
+                                                          batch["attention_mask"])
+                losses["loss"] = losses["loss"] + cfg.hidden_weight * losses["hidden_loss"]
             # global mean (equal slices per rank) so every rank takes the same stop/continue decision
-            part = torch.stack([losses[k].detach().double().cpu() for k in ("loss", "kd_loss", "ce_loss")])
+            part = torch.stack([losses[k].detach().double().cpu() for k in LOSS_KEYS])
             tdist.all_reduce(part)
             part /= world
             if not torch.isfinite(part).all():
@@ -437,7 +476,8 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
                 where = f"last checkpoint {ckpt_dir / f'step{last_saved}'} is intact" if last_saved else \
                     "no checkpoint was written"
                 raise TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): loss is "
-                                       f"{part[0].item()} (kd {part[1].item()}, ce {part[2].item()}); {where}")
+                                       f"{part[0].item()} (kd {part[1].item()}, ce {part[2].item()}, hidden "
+                                       f"{part[3].item()}); {where}")
             sums += part
             engine.backward(losses["loss"])
             engine.step()
@@ -450,12 +490,11 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
                 log.warning("step %d: fp16 overflow, DeepSpeed skipped the update (loss scale now %s)", step, scale)
         if is_main and (step % cfg.log_every == 0 or step == total_steps):
             mean = (sums / cfg.gradient_accumulation).tolist()
-            record = {"step": step, "epoch": epoch + (in_epoch + 1) / steps_per_epoch, "loss": mean[0],
-                      "kd_loss": mean[1], "ce_loss": mean[2], "lr": engine.get_lr()[0],
-                      "elapsed_s": round(time.perf_counter() - started, 3)}
+            record = {"step": step, "epoch": epoch + (in_epoch + 1) / steps_per_epoch, **dict(zip(LOSS_KEYS, mean)),
+                      "lr": engine.get_lr()[0], "elapsed_s": round(time.perf_counter() - started, 3)}
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            for key in ("loss", "kd_loss", "ce_loss", "lr"):
+            for key in (*LOSS_KEYS, "lr"):
                 writer.add_scalar(f"train/{key}", record[key], step)
             bar.set_postfix(loss=f"{mean[0]:.4f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:

@@ -1,11 +1,11 @@
-"""KD and span losses: values, T^2 scaling, masking, gradients, extreme low-precision inputs."""
+"""KD, span and hidden-state losses: values, T^2 scaling, masking, gradients, extreme low-precision inputs."""
 
 import math
 
 import pytest
 import torch
 
-from distill.losses import (distillation_loss, kd_loss, masked_log_softmax, span_ce_loss,
+from distill.losses import (distillation_loss, hidden_state_loss, kd_loss, masked_log_softmax, span_ce_loss,
                             valid_positions_mask)
 
 
@@ -135,3 +135,35 @@ def test_alpha_zero_needs_no_teacher_and_is_plain_ce():
     assert out["loss"].item() == pytest.approx(span_ce_loss(s, pos, mask).item(), rel=1e-6)
     with pytest.raises(ValueError, match="teacher"):
         distillation_loss(s, s, None, None, pos, pos, mask, alpha=0.5)
+
+
+def test_hidden_loss_is_zero_for_equal_states_and_one_for_the_teacher_mean():
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 5, 8) * 3 + 1 for _ in range(2)]
+    mask = torch.ones(2, 5, dtype=torch.long)
+    assert hidden_state_loss(teacher, teacher, mask).item() == 0.0
+    means = [t.mean().expand_as(t) for t in teacher]
+    assert hidden_state_loss(means, teacher, mask).item() == pytest.approx(1.0, rel=1e-5)
+    # per layer MSE / Var(teacher), averaged over layers
+    student = [t + 0.5 for t in teacher]
+    expected = sum(0.25 / t.var(unbiased=False) for t in teacher) / 2
+    assert hidden_state_loss(student, teacher, mask).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_hidden_loss_ignores_padding_tokens():
+    torch.manual_seed(1)
+    teacher, student = torch.randn(2, 6, 4), torch.randn(2, 6, 4)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    mask[:, 4:] = 0
+    base = hidden_state_loss([student], [teacher], mask)
+    garbage = student.clone()
+    garbage[:, 4:] = 1e4
+    assert hidden_state_loss([garbage], [teacher], mask).item() == base.item()
+
+
+def test_hidden_loss_passes_gradcheck_in_float64():
+    torch.manual_seed(2)
+    teacher = torch.randn(2, 4, 3, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    s = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: hidden_state_loss([x], [teacher], mask), (s,))

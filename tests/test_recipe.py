@@ -89,8 +89,23 @@ def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_o
     from distill.run import _hash_json, finetune_key
 
     cfg = FinetuneConfig(lr=1e-4)
-    before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "group_by_length"}
+    later_options = {"group_by_length", "hidden_weight", "hidden_layers"}
+    before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in later_options}
     assert finetune_key(cfg, "w", "f") == _hash_json(["w", "f", before_the_option])
     assert finetune_key(cfg.model_copy(update={"group_by_length": True}), "w", "f") != finetune_key(cfg, "w", "f")
     assert finetune_key(cfg.model_copy(update={"lr": 2e-4}), "w", "f") != finetune_key(cfg, "w", "f")
     assert finetune_key(cfg, "w", "g") != finetune_key(cfg, "w", "f")
+
+
+def test_hidden_state_kd_needs_the_online_teacher_and_one_teacher_layer_per_student_layer(tmp_path):
+    path = write(tmp_path, minimal())
+    with pytest.raises(InputError, match="train.hidden_weight > 0 needs train.online_teacher"):
+        load_recipe(path, ["train.hidden_weight=1.0"])
+    with pytest.raises(InputError, match="train.hidden_layers: 3 entries for a student of 2 layers"):
+        load_recipe(path, ["train.hidden_weight=1.0", "train.online_teacher=true", "train.hidden_layers=[1,2,3]"])
+    with pytest.raises(InputError, match="train.hidden_layers is set but train.hidden_weight is 0"):
+        load_recipe(path, ["train.hidden_layers=[1,2]"])
+    with pytest.raises(InputError, match="teacher.finetune.hidden_weight"):
+        load_recipe(path, ["teacher.finetune.hidden_weight=1.0"])
+    r = load_recipe(path, ["train.hidden_weight=1.0", "train.online_teacher=true", "train.alpha=0"])
+    assert r.train.hidden_weight == 1.0 and r.train.hidden_layers is None

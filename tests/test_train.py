@@ -180,6 +180,35 @@ def test_cached_fp32_teacher_logits_give_the_same_losses_as_the_online_teacher(t
         assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6)
 
 
+def test_hidden_state_kd_adds_its_weighted_term_and_pulls_student_states_toward_the_teacher(
+        tiny_bert_dir, features, teacher, tmp_path):
+    train(tiny_bert_dir, tmp_path / "h", cfg(online_teacher=True, hidden_weight=2.0, max_steps=8), features,
+          teacher_model=teacher)
+    records = load_log(tmp_path / "h")
+    for r in records:
+        assert r["hidden_loss"] > 0
+        assert r["loss"] == pytest.approx(0.5 * r["kd_loss"] + 0.5 * r["ce_loss"] + 2.0 * r["hidden_loss"], rel=1e-5)
+    assert records[-1]["hidden_loss"] < records[0]["hidden_loss"]
+    plain = load_log(train(tiny_bert_dir, tmp_path / "p", cfg(max_steps=8, online_teacher=True), features,
+                           teacher_model=teacher).parent)
+    assert all(r["hidden_loss"] == 0 for r in plain)
+
+
+def test_hidden_layer_map_spreads_evenly_and_refuses_what_cannot_be_matched():
+    from transformers import BertConfig
+
+    from distill.train import hidden_layer_map
+
+    t6, s3 = BertConfig(num_hidden_layers=6, hidden_size=32), BertConfig(num_hidden_layers=3, hidden_size=32)
+    assert hidden_layer_map(cfg(hidden_weight=1.0), s3, t6) == [2, 4, 6]
+    assert hidden_layer_map(cfg(hidden_weight=1.0, hidden_layers=[1, 3, 5]), s3, t6) == [1, 3, 5]
+    with pytest.raises(InputError, match=r"train.hidden_layers: \[1, 7, 6\] must give one teacher layer in 1..6"):
+        hidden_layer_map(cfg(hidden_weight=1.0, hidden_layers=[1, 7, 6]), s3, t6)
+    wide = BertConfig(num_hidden_layers=6, hidden_size=64)
+    with pytest.raises(InputError, match="student hidden size 32 differs from the teacher's 64"):
+        hidden_layer_map(cfg(hidden_weight=1.0), s3, wide)
+
+
 def test_gradient_accumulation_matches_one_big_micro_batch(no_dropout_bert, features, tmp_path):
     train(no_dropout_bert, tmp_path / "big", cfg(batch_size=8, alpha=0.0), features)
     train(no_dropout_bert, tmp_path / "acc", cfg(batch_size=4, gradient_accumulation=2, alpha=0.0), features)
