@@ -1,7 +1,8 @@
 """Real CPU-scale distillation on SQuAD v1.1, through distill's own stages.
 
 1. teacher: all-MiniLM-L6-v2 fine-tuned on the first N questions of train-v1.1;
-2. student A: teacher layers 0, 2, 4, trained on KD + CE from the cached teacher logits;
+2. student A: teacher layers 0, 2, 4, trained on KD + CE from the cached teacher logits (with
+   --hidden-weight, also on the teacher's hidden states, the teacher then running online);
 3. student B: the same init, data and steps, CE only (alpha = 0);
 4. all three evaluated on dev-v1.1 (all 10,570 questions unless --eval-questions) with distill's eval.
 
