@@ -88,6 +88,12 @@ class TrainConfig(BaseModel):
                            "once (docs/training.md).")
 
 
+    @property
+    def teacher_runs_online(self) -> bool:
+        """The teacher model is run every step (its logits or hidden states are used, and not from a cache)."""
+        return self.online_teacher and (self.alpha > 0 or self.hidden_weight > 0)
+
+
 class TrainingDiverged(InputError):
     """The loss became NaN/inf; exit code 2 like any InputError (lower lr, change precision, check logits)."""
 
@@ -194,7 +200,7 @@ def _check_inputs(cfg: TrainConfig, features, teacher_logits, teacher_model) -> 
         raise InputError(f"training features lack column(s) {', '.join(missing)}")
     if len(features) == 0:
         raise InputError("training features are empty")
-    if (cfg.alpha > 0 or cfg.hidden_weight > 0) and cfg.online_teacher and teacher_model is None:
+    if cfg.teacher_runs_online and teacher_model is None:
         raise InputError("train.online_teacher is set but no teacher model was given")
     if cfg.hidden_weight > 0 and not cfg.online_teacher:
         raise InputError("train.hidden_weight > 0 needs train.online_teacher (hidden states are not cached)")
@@ -355,7 +361,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
         log.info("DeepSpeed engine computes in %s (ZeRO stage %d)", compute, engine.zero_optimization_stage())
 
     hidden_map = None
-    if teacher_model is not None and (cfg.alpha > 0 or cfg.hidden_weight > 0) and cfg.online_teacher:
+    if teacher_model is not None and cfg.teacher_runs_online:
         teacher_model.eval().to(engine.device)
         teacher_inputs = set(inspect.signature(teacher_model.forward).parameters)
         if cfg.hidden_weight > 0:

@@ -156,7 +156,6 @@ def prepare_features(examples, tokenizer, window: WindowConfig | None = None, *,
     return features.add_column("feature_index", list(range(len(features))))
 
 
-
 def window_lengths(features):
     """Real (unpadded) tokens of each window, as a numpy int array in feature order."""
     import numpy as np
