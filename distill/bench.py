@@ -19,7 +19,13 @@ How each figure is measured:
 - memory: each model is loaded in a fresh subprocess (so nothing the other model or the parent left
   in the allocator is reused); after imports and input loading the kernel's peak-RSS mark is reset
   (/proc/self/clear_refs), then the model is loaded and run at the largest batch size; the figure is
-  peak RSS (VmHWM; ru_maxrss where /proc is unavailable) minus RSS before loading. On CUDA it is
+  peak RSS (VmHWM; ru_maxrss where /proc is unavailable) minus RSS before loading. The probe runs
+  with glibc's MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB (unless set already): with glibc's moving
+  threshold, whether a freed activation went back to the kernel or stayed in a heap arena varied
+  run to run, and the same model's figure spread over 216-282 MB; fixed, repeats agree within
+  0.5 MB and the teacher-student difference is their weights' difference. transformers maps
+  safetensors weights from disk, so a weight counts once touched: embedding rows of tokens the batch
+  does not use stay out of the figure (params and size_bytes give the whole). On CUDA it is
   torch.cuda.max_memory_allocated over the same steps.
 - size: parameter count, and the summed size of the files in the model directory.
 """
@@ -131,6 +137,8 @@ def _cycle(n_available: int, n: int) -> list[int]:
 
 # ---------------------------------------------------------------- memory probe (subprocess)
 
+PROBE_MMAP_THRESHOLD = 64 * 1024  # bytes; see the module docstring
+
 
 def _rss_bytes() -> int:
     import psutil
@@ -185,9 +193,12 @@ def _probe(model_dir: str, inputs_file: str, precision: str, device: str, thread
     with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
         for _ in range(2):
             model(**batch)
+    method = "VmHWM reset via /proc/self/clear_refs" if reset_ok else "ru_maxrss"
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        method += f", MALLOC_MMAP_THRESHOLD_={os.environ['MALLOC_MMAP_THRESHOLD_']}"
     result = {"rss_before_mb": before / 2**20,
               "peak_rss_growth_mb": max(0, _peak_rss_bytes(reset_ok) - before) / 2**20,
-              "peak_method": "VmHWM reset via /proc/self/clear_refs" if reset_ok else "ru_maxrss"}
+              "peak_method": method}
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         result["cuda_peak_allocated_mb"] = (torch.cuda.max_memory_allocated(dev) - cuda_before) / 2**20
@@ -198,6 +209,7 @@ def _start_probe(model_dir: str, inputs_file: Path, settings: BenchSettings, dev
     cmd = [sys.executable, "-m", "distill.bench", "probe", model_dir, str(inputs_file), settings.precision,
            device, str(threads)]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(PROBE_MMAP_THRESHOLD))
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -167,3 +167,31 @@ def test_ratios_are_none_when_the_teacher_figure_is_zero():
     model = {"em": 0.0, "f1": 0.0, "params": 10, "size_bytes": None, "memory": {}, "latency": {"model": {}, "e2e": {}}}
     ratios = compute_ratios({"models": {"teacher": model, "student": dict(model, params=5)}})
     assert ratios["f1_retention"] is None and ratios["size"] is None and ratios["params"] == 0.5
+
+
+def test_memory_probe_repeats_and_differs_by_the_weights(tmp_path, minilm_dir):
+    import torch
+
+    from distill.bench import BenchSettings, _finish_probe, _start_probe
+
+    # same width, so the same activations: only the 3 extra layers' weights differ (the embedding matrix is
+    # memory-mapped and mostly untouched, so it would not show)
+    small = make_tiny_bert(tmp_path / "small", minilm_dir, layers=1, hidden=512)
+    big = make_tiny_bert(tmp_path / "big", minilm_dir, layers=4, hidden=512)
+    inputs = tmp_path / "inputs.pt"
+    torch.save({"input_ids": torch.randint(1000, 20000, (2, 64)), "attention_mask": torch.ones(2, 64, dtype=torch.long),
+                "token_type_ids": torch.zeros(2, 64, dtype=torch.long)}, inputs)
+    settings = BenchSettings(teacher=str(big), student=str(small), data="unused", out=tmp_path, precision="fp32")
+
+    def growth(model_dir):
+        return _finish_probe(_start_probe(str(model_dir), inputs, settings, "cpu", 1), "probe")["peak_rss_growth_mb"]
+
+    def weights_mb(model_dir):
+        from safetensors.torch import load_file
+
+        return sum(t.numel() * 4 for t in load_file(model_dir / "model.safetensors").values()) / 2**20
+
+    big_mb, again_mb, small_mb = growth(big), growth(big), growth(small)
+    assert abs(big_mb - again_mb) < 0.5
+    extra = weights_mb(big) - weights_mb(small)  # ~24 MB
+    assert extra * 0.9 < big_mb - small_mb < extra * 1.3
