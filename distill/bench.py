@@ -19,13 +19,11 @@ How each figure is measured:
 - memory: each model is loaded in a fresh subprocess (so nothing the other model or the parent left
   in the allocator is reused); after imports and input loading the kernel's peak-RSS mark is reset
   (/proc/self/clear_refs), then the model is loaded and run at the largest batch size; the figure is
-  peak RSS (VmHWM; ru_maxrss where /proc is unavailable) minus RSS before loading. The probe runs
-  with glibc's MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB (unless set already): with glibc's moving
-  threshold, whether a freed activation went back to the kernel or stayed in a heap arena varied
-  run to run, and the same model's figure spread over 216-282 MB; fixed, repeats agree within
-  0.5 MB and the teacher-student difference is their weights' difference. transformers maps
-  safetensors weights from disk, so a weight counts once touched: embedding rows of tokens the batch
-  does not use stay out of the figure (params and size_bytes give the whole). On CUDA it is
+  peak RSS (VmHWM; ru_maxrss where /proc is unavailable) minus RSS before loading. The probe fixes
+  glibc's MALLOC_MMAP_THRESHOLD_ at 64 KiB (unless set): glibc's moving threshold made freed
+  activations stay resident in some runs and not others (one model: 216-282 MB; fixed: within 0.5 MB).
+  Weights are memory-mapped from safetensors and count once touched, so embedding rows the batch
+  does not use stay out (params and size_bytes give the whole). On CUDA it is
   torch.cuda.max_memory_allocated over the same steps.
 - size: parameter count, and the summed size of the files in the model directory.
 """

@@ -87,7 +87,6 @@ class TrainConfig(BaseModel):
                            "time at seq 256 on SQuAD) but a less even mix per step; hurt a fresh-head fine-tune "
                            "once (docs/training.md).")
 
-
     @property
     def teacher_runs_online(self) -> bool:
         """The teacher model is run every step (its logits or hidden states are used, and not from a cache)."""

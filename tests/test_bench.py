@@ -189,7 +189,7 @@ def test_memory_probe_repeats_and_differs_by_the_weights(tmp_path, minilm_dir):
     def weights_mb(model_dir):
         from safetensors.torch import load_file
 
-        return sum(t.numel() * 4 for t in load_file(model_dir / "model.safetensors").values()) / 2**20
+        return sum(t.numel() * t.element_size() for t in load_file(model_dir / "model.safetensors").values()) / 2**20
 
     big_mb, again_mb, small_mb = growth(big), growth(big), growth(small)
     assert abs(big_mb - again_mb) < 0.5
