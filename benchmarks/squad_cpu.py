@@ -9,8 +9,7 @@
 Writes benchmarks/results/squad_cpu.json and squad_cpu.md (EM/F1, KD gain, retention, latency ratio,
 wall time of each stage). Work files (cache, students) go to --work (git-ignored).
 
-    python benchmarks/squad_cpu.py            # results/squad_cpu.md (seed 42); ~101 min from cold on 2 cores
-                                              # (measured: results/squad_cpu_seed43.md)
+    python benchmarks/squad_cpu.py            # results/squad_cpu.md (seed 42): 84 min from cold on 2 cores
     python benchmarks/squad_cpu.py --quick    # a few minutes, tiny slices: keeps the path alive in CI
 """
 
