@@ -84,8 +84,8 @@ class TrainConfig(BaseModel):
                           "them evenly, e.g. [2, 4, 6] for a 3-layer student of a 6-layer teacher.")
     group_by_length: bool = Field(
         False, description="Put windows of similar length in the same step: less padding computed (0.67x step "
-                           "time at seq 256 on SQuAD) but a less even mix per step; hurt a fresh-head fine-tune "
-                           "once (docs/training.md).")
+                           "time at seq 256 on SQuAD) but a less even mix per step; hurt a short fresh-head fine-tune "
+                           "once, not a longer one (docs/training.md).")
 
     @property
     def teacher_runs_online(self) -> bool:
