@@ -69,20 +69,26 @@ def parse_args():
     return args
 
 
-def model_latency(model, features, batch_size: int = 32, repeats: int = 3) -> float:
-    """Median seconds for one forward of a fixed batch of real eval features (bf16 autocast as in eval)."""
+def model_latencies(models: dict, features, batch_size: int = 32, rounds: int = 5) -> dict[str, float]:
+    """Median seconds for one forward of a fixed batch of real eval features (bf16 autocast as in eval).
+
+    The models take turns within each round, so a slow stretch of the machine slows them alike and the
+    student/teacher ratio stays fair (timed one model after another, this teacher read 0.60 to 1.01 s).
+    """
     import statistics
 
     from distill.predict import compute_logits
 
     batch = features.select(range(min(batch_size, len(features))))
-    compute_logits(model, batch, batch_size=batch_size, progress=False)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        compute_logits(model, batch, batch_size=batch_size, progress=False)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for name, model in models.items():
+        compute_logits(model, batch, batch_size=batch_size, progress=False)  # warm-up
+    for _ in range(rounds):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            compute_logits(model, batch, batch_size=batch_size, progress=False)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> int:
@@ -184,7 +190,7 @@ def main() -> int:
         results[name] = score_examples(loaded["eval"], preds, version=version)
         lap(f"{name}_eval")
         log.info("%s: %s", name, results[name])
-    latency = {name: model_latency(model, eval_features) for name, model in models.items()}
+    latency = model_latencies(models, eval_features)
 
     f1 = {k: v["f1"] for k, v in results.items()}
     summary = {
