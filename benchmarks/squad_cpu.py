@@ -72,23 +72,20 @@ def parse_args():
 def model_latencies(models: dict, features, batch_size: int = 32, rounds: int = 5) -> dict[str, float]:
     """Median seconds for one forward of a fixed batch of real eval features (bf16 autocast as in eval).
 
-    The models take turns within each round, so a slow stretch of the machine slows them alike and the
-    student/teacher ratio stays fair (timed one model after another, this teacher read 0.60 to 1.01 s).
+    The models take turns (distill bench's interleaved timing), so a slow stretch of the machine slows
+    them alike and the student/teacher ratio stays fair: timed one after another, this teacher read
+    0.60 to 1.01 s.
     """
     import statistics
 
+    from distill.bench import interleaved_timing
     from distill.predict import compute_logits
 
     batch = features.select(range(min(batch_size, len(features))))
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for name, model in models.items():
-        compute_logits(model, batch, batch_size=batch_size, progress=False)  # warm-up
-    for _ in range(rounds):
-        for name, model in models.items():
-            t0 = time.perf_counter()
-            compute_logits(model, batch, batch_size=batch_size, progress=False)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+    fns = {name: (lambda m=model: compute_logits(m, batch, batch_size=batch_size, progress=False))
+           for name, model in models.items()}
+    samples = interleaved_timing(fns, warmup=1, min_iters=rounds, min_seconds=0)
+    return {name: statistics.median(t) for name, t in samples.items()}
 
 
 def main() -> int:

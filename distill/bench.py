@@ -230,18 +230,24 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved_timing(fns: dict, settings: BenchSettings, sync=lambda: None) -> dict[str, list[float]]:
+def interleaved_timing(fns: dict, *, warmup: int, min_iters: int, min_seconds: float, max_iters: int = 100_000,
+                       sync=lambda: None) -> dict[str, list[float]]:
     """Warm up every fn, then alternate them until each has min_iters samples and min_seconds of time."""
     for fn in fns.values():
-        for _ in range(settings.warmup):
+        for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     while True:
         for key, fn in fns.items():
             samples[key].append(_timed(fn, sync))
-        done = all(len(s) >= settings.min_iters and sum(s) >= settings.min_seconds for s in samples.values())
-        if done or len(next(iter(samples.values()))) >= settings.max_iters:
+        done = all(len(s) >= min_iters and sum(s) >= min_seconds for s in samples.values())
+        if done or len(next(iter(samples.values()))) >= max_iters:
             return samples
+
+
+def _timing_limits(settings: BenchSettings) -> dict:
+    return {"warmup": settings.warmup, "min_iters": settings.min_iters, "min_seconds": settings.min_seconds,
+            "max_iters": settings.max_iters}
 
 
 # ---------------------------------------------------------------- the bench
@@ -384,7 +390,7 @@ def _measure(settings, examples, features, fixed, tokenizer, window, device, dty
 
         bar.set_postfix_str(f"model-only bs={bs}")
         fns = {role: (lambda m=models[role]: forward(m)) for role in ROLES}
-        samples = interleaved_timing(fns, settings, sync)
+        samples = interleaved_timing(fns, **_timing_limits(settings), sync=sync)
         for role in ROLES:
             stats = percentiles_ms(samples[role])
             stats["windows_per_s"] = round(bs / (stats["mean_ms"] / 1000.0), 3)
@@ -406,7 +412,7 @@ def _measure(settings, examples, features, fixed, tokenizer, window, device, dty
 
         bar.set_postfix_str(f"end-to-end bs={bs}")
         samples = interleaved_timing({role: (lambda m=models[role]: end_to_end(m)) for role in ROLES},
-                                     settings, sync)
+                                     **_timing_limits(settings), sync=sync)
         for role in ROLES:
             stats = percentiles_ms(samples[role])
             stats["questions_per_s"] = round(bs / (stats["mean_ms"] / 1000.0), 3)

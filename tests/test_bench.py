@@ -146,12 +146,9 @@ def test_run_dir_without_recipe_is_bad_input(tmp_path):
 
 
 def test_interleaved_timing_alternates_until_both_have_enough_samples():
-    from distill.bench import BenchSettings
-
     calls = []
-    settings = BenchSettings(teacher="t", student="s", data="d", out=None, warmup=1, min_iters=4, min_seconds=0)
     samples = interleaved_timing({"teacher": lambda: calls.append("t"), "student": lambda: calls.append("s")},
-                                 settings)
+                                 warmup=1, min_iters=4, min_seconds=0)
     assert calls == ["t", "s"] + ["t", "s"] * 4
     assert {k: len(v) for k, v in samples.items()} == {"teacher": 4, "student": 4}
 
