@@ -4,7 +4,8 @@
 2. student A: teacher layers 0, 2, 4, trained on KD + CE from the cached teacher logits (with
    --hidden-weight, also on the teacher's hidden states, the teacher then running online);
 3. student B: the same init, data and steps, CE only (alpha = 0);
-4. all three evaluated on dev-v1.1 (all 10,570 questions unless --eval-questions) with distill's eval.
+4. all three evaluated on dev-v1.1 (all 10,570 questions unless --eval-questions; --eval-file scores another
+   file, such as held-out train questions) with distill's eval.
 
 Writes benchmarks/results/squad_cpu.json and squad_cpu.md (EM/F1, KD gain, retention, latency ratio,
 wall time of each stage). Work files (cache, students) go to --work (git-ignored).
@@ -37,6 +38,11 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="tiny slices, a few minutes (CI smoke)")
     p.add_argument("--train-questions", type=int, default=12000)
     p.add_argument("--eval-questions", type=int, default=None, help="default: all of dev-v1.1")
+    held = p.add_mutually_exclusive_group()
+    held.add_argument("--eval-file", default=None, help="score on this SQuAD JSON instead of dev-v1.1")
+    held.add_argument("--heldout", action="store_true",
+                      help="score on held-out train questions instead of dev-v1.1 (the last articles of train-v1.1, "
+                           ">= 3,000 questions, none shared with the train slice), to compare settings without dev")
     p.add_argument("--max-seq-length", type=int, default=256)
     p.add_argument("--doc-stride", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=16)
@@ -67,6 +73,22 @@ def parse_args():
         args.work = args.work.rstrip("/") + "_quick"
     args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{'_quick' if args.quick else ''}.json")
     return args
+
+
+def write_heldout(train_json: Path, train_questions: int, out: Path, min_questions: int = 3000) -> Path:
+    """The last whole articles of train_json holding >= min_questions questions, as a SQuAD file at out."""
+    articles = json.loads(train_json.read_text())["data"]
+    counts = [sum(len(p["qas"]) for p in a["paragraphs"]) for a in articles]
+    first_unused = next(i + 1 for i in range(len(counts)) if sum(counts[: i + 1]) >= train_questions)
+    start, n = len(articles), 0
+    while n < min_questions and start > first_unused:
+        start -= 1
+        n += counts[start]
+    if n < min_questions:
+        raise SystemExit(f"squad_cpu.py: {train_json} has only {n} questions after the first {train_questions}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"version": "1.1", "data": articles[start:]}))
+    return out
 
 
 def model_latencies(models: dict, features, batch_size: int = 32, rounds: int = 5) -> dict[str, float]:
@@ -110,8 +132,11 @@ def main() -> int:
     work = Path(args.work)
     squad = Path(args.squad_dir)
     layers = [int(x) for x in args.layers.split(",")]
+    eval_file = Path(args.eval_file) if args.eval_file else squad / "dev-v1.1.json"
+    if args.heldout:
+        eval_file = write_heldout(squad / "train-v1.1.json", args.train_questions, work / "heldout-train-v1.1.json")
     common = [
-        f"data.train={squad / 'train-v1.1.json'}", f"data.eval={squad / 'dev-v1.1.json'}",
+        f"data.train={squad / 'train-v1.1.json'}", f"data.eval={eval_file}",
         f"data.train_questions={args.train_questions}",
         f"data.eval_questions={args.eval_questions if args.eval_questions else 'null'}",
         f"data.window.max_seq_length={args.max_seq_length}", f"data.window.doc_stride={args.doc_stride}",
@@ -218,7 +243,7 @@ def main() -> int:
         f"# {summary['benchmark']}: MiniLM-L6 teacher -> 3-layer student, SQuAD v1.1",
         "",
         f"train: first {summary['n_train_questions']} questions of train-v1.1 ({summary['n_train_features']} windows), "
-        f"seq {args.max_seq_length} / stride {args.doc_stride}; eval: {summary['n_eval_questions']} dev-v1.1 questions.",
+        f"seq {args.max_seq_length} / stride {args.doc_stride}; eval: {summary['n_eval_questions']} questions of {eval_file.name}.",
         "",
         f"teacher: {args.teacher_epochs} epoch(s), lr {args.teacher_lr}; students: layers {args.layers} of the fine-tuned "
         f"teacher, {args.student_epochs} epoch(s), lr {args.student_lr}, batch {args.batch_size}; KD: T {args.temperature}, "

@@ -1,0 +1,44 @@
+"""benchmarks/squad_cpu.py --heldout: the held-out questions never overlap the training slice."""
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def squad_cpu():
+    spec = importlib.util.spec_from_file_location("squad_cpu", ROOT / "benchmarks" / "squad_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _squad(tmp_path, questions_per_article):
+    data = [{"title": f"a{i}", "paragraphs": [{"context": "c", "qas": [
+        {"id": f"a{i}q{j}", "question": "q", "answers": [{"text": "c", "answer_start": 0}]} for j in range(n)]}]}
+        for i, n in enumerate(questions_per_article)]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"version": "1.1", "data": data}))
+    return path
+
+
+def _ids(path):
+    return {qa["id"] for a in json.loads(path.read_text())["data"] for p in a["paragraphs"] for qa in p["qas"]}
+
+
+def test_heldout_takes_whole_articles_from_the_end_disjoint_from_the_train_slice(squad_cpu, tmp_path):
+    train = _squad(tmp_path, [3, 3, 3, 3, 3, 3])
+    held = squad_cpu.write_heldout(train, train_questions=5, out=tmp_path / "held.json", min_questions=6)
+    assert _ids(held) == {f"a{i}q{j}" for i in (4, 5) for j in range(3)}
+    # the slice's first 5 questions end inside article 1, so article 1 is never held out
+    held = squad_cpu.write_heldout(train, train_questions=5, out=tmp_path / "held.json", min_questions=12)
+    assert _ids(held) == {f"a{i}q{j}" for i in (2, 3, 4, 5) for j in range(3)}
+
+
+def test_heldout_with_too_few_unused_questions_exits_with_a_message(squad_cpu, tmp_path):
+    train = _squad(tmp_path, [3, 3, 3])
+    with pytest.raises(SystemExit, match="only 3 questions after the first 5"):
+        squad_cpu.write_heldout(train, train_questions=5, out=tmp_path / "held.json", min_questions=6)
