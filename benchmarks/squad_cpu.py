@@ -48,7 +48,8 @@ def parse_args():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--teacher-lr", type=float, default=1e-4)
     # 2 epochs and lr >= 2e-4: from held-out TRAIN questions (benchmarks/kd_sweep.py, results/kd_sweep*.json),
-    # where the KD gain grew with lr; 3e-4 itself was then tried on dev (docs/training.md lists every dev run)
+    # where the KD gain grew with lr; 3e-4 itself was then tried on dev (docs/training.md lists every dev run);
+    # 4e-4 did no better for the KD student on held-out questions (--heldout, results/squad_cpu_heldout_*.md)
     p.add_argument("--student-lr", type=float, default=3e-4)
     p.add_argument("--teacher-epochs", type=int, default=1)
     p.add_argument("--student-epochs", type=int, default=2)
