@@ -4,8 +4,8 @@
 2. student A: teacher layers 0, 2, 4, trained on KD + CE from the cached teacher logits (with
    --hidden-weight, also on the teacher's hidden states, the teacher then running online);
 3. student B: the same init, data and steps, CE only (alpha = 0);
-4. all three evaluated on dev-v1.1 (all 10,570 questions unless --eval-questions; --eval-file scores another
-   file, such as held-out train questions) with distill's eval.
+4. all three evaluated on dev-v1.1 (all 10,570 questions unless --eval-questions) with distill's eval;
+   --heldout scores held-out train questions instead, to compare settings without dev, --eval-file any SQuAD file.
 
 Writes benchmarks/results/squad_cpu.json and squad_cpu.md (EM/F1, KD gain, retention, latency ratio,
 wall time of each stage). Work files (cache, students) go to --work (git-ignored).
@@ -72,7 +72,10 @@ def parse_args():
         args.train_questions, args.eval_questions = 160, 80
         args.max_seq_length, args.doc_stride = 128, 48
         args.work = args.work.rstrip("/") + "_quick"
-    args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{'_quick' if args.quick else ''}.json")
+    # a held-out or other-file run never lands on the committed dev result by default
+    suffix = ("_quick" if args.quick else "") + ("_heldout" if args.heldout else "") + (
+        f"_{Path(args.eval_file).stem}" if args.eval_file else "")
+    args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{suffix}.json")
     return args
 
 
@@ -80,7 +83,7 @@ def write_heldout(train_json: Path, train_questions: int, out: Path, min_questio
     """The last whole articles of train_json holding >= min_questions questions, as a SQuAD file at out."""
     articles = json.loads(train_json.read_text())["data"]
     counts = [sum(len(p["qas"]) for p in a["paragraphs"]) for a in articles]
-    first_unused = next(i + 1 for i in range(len(counts)) if sum(counts[: i + 1]) >= train_questions)
+    first_unused = next((i + 1 for i in range(len(counts)) if sum(counts[: i + 1]) >= train_questions), len(counts))
     start, n = len(articles), 0
     while n < min_questions and start > first_unused:
         start -= 1

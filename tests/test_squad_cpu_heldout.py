@@ -42,3 +42,15 @@ def test_heldout_with_too_few_unused_questions_exits_with_a_message(squad_cpu, t
     train = _squad(tmp_path, [3, 3, 3])
     with pytest.raises(SystemExit, match="only 3 questions after the first 5"):
         squad_cpu.write_heldout(train, train_questions=5, out=tmp_path / "held.json", min_questions=6)
+    with pytest.raises(SystemExit, match="only 0 questions after the first 50"):
+        squad_cpu.write_heldout(train, train_questions=50, out=tmp_path / "held.json", min_questions=6)
+
+
+def test_heldout_and_other_eval_files_do_not_default_to_the_committed_dev_result(squad_cpu, monkeypatch):
+    outs = {}
+    for flags in ([], ["--heldout"], ["--eval-file", "/data/mine.json"], ["--quick", "--heldout"]):
+        monkeypatch.setattr("sys.argv", ["squad_cpu.py", *flags])
+        outs[" ".join(flags)] = squad_cpu.parse_args().out.name
+    assert outs == {"": "squad_cpu.json", "--heldout": "squad_cpu_heldout.json",
+                    "--eval-file /data/mine.json": "squad_cpu_mine.json",
+                    "--quick --heldout": "squad_cpu_quick_heldout.json"}
