@@ -17,6 +17,8 @@ wall time of each stage). Work files (cache, students) go to --work (git-ignored
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import json
 import os
 import platform
@@ -37,7 +39,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny slices, a few minutes (CI smoke)")
     p.add_argument("--train-questions", type=int, default=12000)
-    p.add_argument("--eval-questions", type=int, default=None, help="default: all of dev-v1.1")
+    p.add_argument("--eval-questions", type=int, default=None, help="default: all questions of the eval set")
     held = p.add_mutually_exclusive_group()
     held.add_argument("--eval-file", default=None, help="score on this SQuAD JSON instead of dev-v1.1")
     held.add_argument("--heldout", action="store_true",
@@ -83,7 +85,8 @@ def write_heldout(train_json: Path, train_questions: int, out: Path, min_questio
     """The last whole articles of train_json holding >= min_questions questions, as a SQuAD file at out."""
     articles = json.loads(train_json.read_text())["data"]
     counts = [sum(len(p["qas"]) for p in a["paragraphs"]) for a in articles]
-    first_unused = next((i + 1 for i in range(len(counts)) if sum(counts[: i + 1]) >= train_questions), len(counts))
+    # the train slice is the first questions in file order (take_questions), so it ends inside this article
+    first_unused = bisect.bisect_left(list(itertools.accumulate(counts)), train_questions) + 1
     start, n = len(articles), 0
     while n < min_questions and start > first_unused:
         start -= 1
