@@ -64,6 +64,8 @@ def parse_args():
                    help="fine-tune the teacher on length-grouped batches (0.62x the tokens computed on this slice)")
     p.add_argument("--layers", default="0,2,4")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--student-seed", type=int, default=None,
+                   help="seed of the two students only (default: --seed), to repeat them with the same teacher")
     p.add_argument("--stop-after-logits", action="store_true",
                    help="stop once the teacher is fine-tuned and its logits cached (a later run reuses both)")
     p.add_argument("--squad-dir", default=str(ROOT.parent / "shared" / "data" / "squad"))
@@ -78,7 +80,17 @@ def parse_args():
     suffix = ("_quick" if args.quick else "") + ("_heldout" if args.heldout else "") + (
         f"_{Path(args.eval_file).stem}" if args.eval_file else "")
     args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{suffix}.json")
+    if args.student_seed is None:
+        args.student_seed = args.seed
     return args
+
+
+def student_tag(args, teacher_key: str, alpha: float, hidden: float, grouped: bool) -> str:
+    """A student's work-dir name: its teacher and every setting that shapes it, so a rerun with another
+    T, alpha, lr, seed or teacher reuses the teacher but never a stale student."""
+    return (f"t{teacher_key[:8]}_s{args.student_seed}_T{args.temperature}_a{alpha}_e{args.student_epochs}"
+            f"_lr{args.student_lr}_l{'-'.join(str(int(x)) for x in args.layers.split(','))}"
+            + ("_grouped" if grouped else "") + (f"_h{hidden}" if hidden else ""))
 
 
 def write_heldout(train_json: Path, train_questions: int, out: Path, min_questions: int = 3000) -> Path:
@@ -152,7 +164,7 @@ def main() -> int:
         f"teacher.finetune.lr={args.teacher_lr}", f"teacher.finetune.seed={args.seed}",
         f"teacher.finetune.group_by_length={str(args.teacher_grouped).lower()}",
         f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
-        f"train.temperature={args.temperature}", f"train.alpha={args.alpha}", f"train.seed={args.seed}",
+        f"train.temperature={args.temperature}", f"train.alpha={args.alpha}", f"train.seed={args.student_seed}",
         "train.checkpoint_every=0", f"student.from_teacher_layers={layers}",
     ]
     recipe = load_recipe(ROOT / "recipes" / "quickstart_cpu.yaml", common)
@@ -201,9 +213,7 @@ def main() -> int:
         hidden = args.hidden_weight if alpha > 0 else 0.0
         cfg = recipe.train.model_copy(update={"alpha": alpha, "hidden_weight": hidden, "online_teacher": hidden > 0})
         init = student_from_teacher_layers(teacher, layers)
-        # keyed by the student settings, so a rerun with other T/alpha/epochs reuses the teacher but no stale student
-        tag = (f"T{args.temperature}_a{alpha}_e{args.student_epochs}_lr{args.student_lr}_l{'-'.join(map(str, layers))}"
-               + ("_grouped" if cfg.group_by_length else "") + (f"_h{hidden}" if hidden else ""))
+        tag = student_tag(args, teacher_dir.name, alpha, hidden, cfg.group_by_length)
         out = work / f"{name}_{tag}"
         done = (out / "student" / "config.json").is_file()
         students[name] = out / "student" if done else train_student(
@@ -256,7 +266,8 @@ def main() -> int:
         f"teacher, {args.student_epochs} epoch(s), lr {args.student_lr}, batch {args.batch_size}; KD: T {args.temperature}, "
         f"alpha {args.alpha}"
         + (f", hidden-state KD weight {args.hidden_weight} (teacher online)" if args.hidden_weight else "")
-        + f"; CE only: alpha 0; seed {args.seed}; batches grouped by window length: "
+        + f"; CE only: alpha 0; seed {args.seed}"
+        + (f" (students {args.student_seed})" if args.student_seed != args.seed else "") + "; batches grouped by window length: "
         f"teacher {'yes' if recipe.teacher.finetune.group_by_length else 'no'}, "
         f"students {'yes' if recipe.train.group_by_length else 'no'}.",
         "",

@@ -1,4 +1,4 @@
-"""benchmarks/squad_cpu.py --heldout: the held-out questions never overlap the training slice."""
+"""benchmarks/squad_cpu.py: held-out questions never overlap the training slice; work dirs never mix runs."""
 
 import importlib.util
 import json
@@ -54,3 +54,15 @@ def test_heldout_and_other_eval_files_do_not_default_to_the_committed_dev_result
     assert outs == {"": "squad_cpu.json", "--heldout": "squad_cpu_heldout.json",
                     "--eval-file /data/mine.json": "squad_cpu_mine.json",
                     "--quick --heldout": "squad_cpu_quick_heldout.json"}
+
+
+def test_students_of_another_seed_or_teacher_get_their_own_work_dir(squad_cpu, monkeypatch):
+    def tag(flags, teacher="8a0e2a6d39d09a2379c9", alpha=0.5):
+        monkeypatch.setattr("sys.argv", ["squad_cpu.py", *flags])
+        return squad_cpu.student_tag(squad_cpu.parse_args(), teacher, alpha, 0.0, True)
+
+    default = tag([])
+    assert default == "t8a0e2a6d_s42_T2.0_a0.5_e2_lr0.0003_l0-2-4_grouped"
+    assert tag(["--seed", "43"]) == tag(["--student-seed", "43"]) != default
+    assert len({default, tag([], teacher="0123456789abcdef0123"), tag(["--alpha", "0.7"], alpha=0.7),
+                tag(["--student-lr", "4e-4"]), tag(["--layers", "0,2,5"])}) == 5
