@@ -267,7 +267,8 @@ def main() -> int:
         f"alpha {args.alpha}"
         + (f", hidden-state KD weight {args.hidden_weight} (teacher online)" if args.hidden_weight else "")
         + f"; CE only: alpha 0; seed {args.seed}"
-        + (f" (students {args.student_seed})" if args.student_seed != args.seed else "") + "; batches grouped by window length: "
+        + (f" (students {args.student_seed})" if args.student_seed != args.seed else "")
+        + "; batches grouped by window length: "
         f"teacher {'yes' if recipe.teacher.finetune.group_by_length else 'no'}, "
         f"students {'yes' if recipe.train.group_by_length else 'no'}.",
         "",
