@@ -82,6 +82,7 @@ def parse_args():
     args.out = Path(args.out or ROOT / "benchmarks" / "results" / f"squad_cpu{suffix}.json")
     if args.student_seed is None:
         args.student_seed = args.seed
+    args.layer_ids = [int(x) for x in args.layers.split(",")]
     return args
 
 
@@ -89,7 +90,7 @@ def student_tag(args, teacher_key: str, alpha: float, hidden: float, grouped: bo
     """A student's work-dir name: its teacher and every setting that shapes it, so a rerun with another
     T, alpha, lr, seed or teacher reuses the teacher but never a stale student."""
     return (f"t{teacher_key[:8]}_s{args.student_seed}_T{args.temperature}_a{alpha}_e{args.student_epochs}"
-            f"_lr{args.student_lr}_l{'-'.join(str(int(x)) for x in args.layers.split(','))}"
+            f"_lr{args.student_lr}_l{'-'.join(map(str, args.layer_ids))}"
             + ("_grouped" if grouped else "") + (f"_h{hidden}" if hidden else ""))
 
 
@@ -150,7 +151,6 @@ def main() -> int:
     log = logging.getLogger("distill")
     work = Path(args.work)
     squad = Path(args.squad_dir)
-    layers = [int(x) for x in args.layers.split(",")]
     eval_file = Path(args.eval_file) if args.eval_file else squad / "dev-v1.1.json"
     if args.heldout:
         eval_file = write_heldout(squad / "train-v1.1.json", args.train_questions, work / "heldout-train-v1.1.json")
@@ -165,7 +165,7 @@ def main() -> int:
         f"teacher.finetune.group_by_length={str(args.teacher_grouped).lower()}",
         f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
         f"train.temperature={args.temperature}", f"train.alpha={args.alpha}", f"train.seed={args.student_seed}",
-        "train.checkpoint_every=0", f"student.from_teacher_layers={layers}",
+        "train.checkpoint_every=0", f"student.from_teacher_layers={args.layer_ids}",
     ]
     recipe = load_recipe(ROOT / "recipes" / "quickstart_cpu.yaml", common)
     # A stage reused from an earlier invocation (teacher, logits, a finished student) reports the time it
@@ -212,7 +212,7 @@ def main() -> int:
     for name, alpha in (("student_kd", args.alpha), ("student_ce", 0.0)):
         hidden = args.hidden_weight if alpha > 0 else 0.0
         cfg = recipe.train.model_copy(update={"alpha": alpha, "hidden_weight": hidden, "online_teacher": hidden > 0})
-        init = student_from_teacher_layers(teacher, layers)
+        init = student_from_teacher_layers(teacher, args.layer_ids)
         tag = student_tag(args, teacher_dir.name, alpha, hidden, cfg.group_by_length)
         out = work / f"{name}_{tag}"
         done = (out / "student" / "config.json").is_file()
