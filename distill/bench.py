@@ -168,11 +168,11 @@ def _probe(model_dir: str, inputs_file: str, precision: str, device: str, thread
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     from distill.models import load_qa_model, resolve_source
-    from distill.predict import inference_dtype
+    from distill.precision import resolve
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    dtype = inference_dtype(precision, dev)
+    dtype = resolve(precision, device, quiet=True).dtype
     inputs = torch.load(inputs_file, weights_only=True)
     # Import the model's code and start the thread pool before the baseline: not the model's memory.
     AutoModelForQuestionAnswering._model_mapping[type(AutoConfig.from_pretrained(resolve_source(model_dir)))]
@@ -281,7 +281,8 @@ def expected_settings(settings: BenchSettings, examples) -> dict:
         "doc_stride": settings.doc_stride,
         "max_query_length": settings.max_query_length,
         "batch_sizes": list(settings.batch_sizes),
-        "precision": settings.precision,
+        # resolved: `auto` is bf16 on one CPU and fp32 on another, and those runs are not comparable
+        "precision": resolve(settings.precision, settings.device, quiet=True).precision,
     }
 
 
@@ -293,13 +294,15 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
 
     from distill.data.features import prepare_features
     from distill.models import load_tokenizer, resolve_source, tokenizers_compatible
-    from distill.predict import inference_dtype, model_input_columns, pick_device
+    from distill.precision import resolve
+    from distill.predict import model_input_columns
 
     window, examples = prepared or _load_inputs(settings)
-    device = pick_device(settings.device)
+    compute = resolve(settings.precision, settings.device, what="bench precision")
+    device = torch.device(settings.device or compute.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    dtype = inference_dtype(settings.precision, device)
+    dtype = compute.dtype
     threads = torch.get_num_threads()
     sources = {"teacher": settings.teacher, "student": settings.student}
     tokenizer = load_tokenizer(settings.teacher)
@@ -341,14 +344,17 @@ def _measure(settings, examples, features, fixed, tokenizer, window, device, dty
     from distill.metrics import score_examples
     from distill.models import load_qa_model, resolve_source
     from distill.postprocess import postprocess_predictions
+    from distill.precision import cpu_kind
     from distill.predict import compute_logits, predict
     from distill.train import trim_padding
+
     result: dict = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "settings": {**expected_settings(settings, examples), "n_features": len(features),
                                  "eval_batch_size": settings.eval_batch_size, "warmup": settings.warmup,
                                  "min_iters": settings.min_iters, "min_seconds": settings.min_seconds},
                     "env": {"device": str(device), "device_name": _device_name(device), "threads": threads,
                             "dtype": str(dtype).replace("torch.", ""), **_versions(),
+                            **({"cpu_kind": cpu_kind()} if device.type == "cpu" else {}),
                             "platform": platform.platform()},
                     "models": {}, "ratios": {}}
     models = {}
@@ -494,7 +500,8 @@ def render_markdown(bench: dict) -> str:
         f"- student: `{s['source']}`",
         f"- data: `{st['data']['source']}` ({st['n_questions']} questions, {st['n_features']} windows,"
         f" SQuAD v{st['version']}), seq_len {st['seq_len']}",
-        f"- device: {env['device']} ({env['device_name']}), {env['threads']} threads, {env['dtype']}",
+        f"- device: {env['device']} ({env['device_name']}{', ' + env['cpu_kind'] if 'cpu_kind' in env else ''}),"
+        f" {env['threads']} threads, {env['dtype']}",
         f"- versions: torch {env['torch']}, transformers {env['transformers']}, distill {env['distill']},"
         f" python {env['python']}",
         "",

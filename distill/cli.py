@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from typer.core import _click  # typer >= 0.29 vendors click; its exceptions live here, not in `click`
 
 from distill.errors import EXIT_BAD_INPUT, InputError
+from distill.precision import PRECISIONS
 
 
 class _OneLineErrors(TyperGroup):
@@ -187,7 +188,7 @@ def eval_cmd(
         raise InputError("; ".join(
             f"{'--' + '-'.join(str(p) for p in e['loc']).replace('_', '-') if e['loc'] else 'window options'}: "
             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
+    if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected auto, fp32, bf16 or fp16")
     _setup_logging()
     metrics = evaluate_model(model, data_file, out, window=window, batch_size=batch_size, precision=precision,
@@ -268,7 +269,7 @@ def bench_cmd(
     missing = [f"--{k}" for k in ("teacher", "student", "data") if not kwargs.get(k)]
     if missing:
         raise InputError(f"give a RUN_DIR or all of --teacher, --student, --data (missing {', '.join(missing)})")
-    if kwargs.get("precision", "auto") not in ("auto", "fp32", "bf16", "fp16"):
+    if kwargs.get("precision", "auto") not in PRECISIONS:
         raise InputError(f"--precision {kwargs['precision']!r}: expected auto, fp32, bf16 or fp16")
     out = out or run_dir or Path("bench")
     settings = BenchSettings(**{"precision": "auto", **kwargs}, out=out, batch_sizes=_batch_sizes(batch_sizes),

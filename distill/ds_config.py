@@ -4,7 +4,7 @@ Reads: the JSON named by `train.ds_config` (relative to the working directory, e
 Writes nothing. `"auto"` values are filled from the recipe; explicit values that disagree with the recipe
 are ALL reported in one InputError (as accelerate's DeepSpeed plugin does), never silently overridden.
 
-Precision: `resolve_precision` turns `auto` into fp16 on CUDA, bf16 on a CPU that runs bf16 matmuls, else
+Precision: `distill.precision.resolve` turns `auto` into fp16 on CUDA, bf16 on a CPU with native bf16, else
 fp32. The recipe's precision is met by the file's `fp16`/`bf16` block or by a `torch_autocast` block (fp32
 weights, autocast matmuls). The shipped bf16 configs use the `bf16` block: on this CPU (avx512_bf16) the
 bf16 module with fp32 masters in ZeRO's optimizer is as fast as a plain autocast loop, while DeepSpeed's
@@ -19,11 +19,11 @@ import logging
 from pathlib import Path
 
 from distill.errors import InputError
+from distill.precision import resolve
 
 log = logging.getLogger("distill")
 
 ROOT = Path(__file__).resolve().parents[1]
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTO = "auto"
 # torch AdamW defaults: train.py builds exactly this optimizer, so a config optimizer block must agree
 ADAM_BETAS = (0.9, 0.999)
@@ -49,46 +49,6 @@ def load_ds_json(path: str | Path) -> tuple[Path, dict]:
     if not isinstance(data, dict):
         raise InputError(f"ds_config {file}: expected a JSON object at the top level")
     return file, data
-
-
-def cpu_supports_bf16() -> bool:
-    import torch
-
-    try:
-        a = torch.ones(4, 4, dtype=torch.bfloat16)
-        return bool(torch.isfinite((a @ a).float()).all())
-    except RuntimeError:
-        return False
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_precision(requested: str, device: str | None = None, *, quiet: bool = False) -> str:
-    device = device or default_device()
-    if requested not in PRECISIONS:
-        raise InputError(f"precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
-    on_cuda = device.startswith("cuda")
-    if requested == "fp16" and not on_cuda:
-        raise InputError("precision fp16 needs a CUDA GPU (DeepSpeed refuses fp16 on CPU); use bf16 or auto")
-    if requested != AUTO:
-        chosen, why = requested, "as requested"
-    elif on_cuda:
-        chosen, why = "fp16", "CUDA"
-    elif cpu_supports_bf16():
-        chosen, why = "bf16", "CPU; DeepSpeed refuses fp16 without CUDA"
-    else:
-        chosen, why = "fp32", "CPU without bf16 support"
-    if not quiet:
-        log.info("precision: %s (%s)", chosen, why)
-    return chosen
-
-
-def _section(cfg) -> str:
-    return "teacher.finetune" if type(cfg).__name__ == "FinetuneConfig" else "train"
 
 
 def _same(a, b) -> bool:
@@ -128,9 +88,9 @@ def build_ds_config(cfg, world_size: int = 1, *, total_steps: int | None = None,
     data is read, so a preflight check leaves scheduler "auto" values alone.
     """
     file, raw = load_ds_json(cfg.ds_config)
-    precision = precision or resolve_precision(cfg.precision, device, quiet=True)
+    precision = precision or resolve(cfg.precision, device, quiet=True).precision
     ds = copy.deepcopy(raw)
-    f = _Filler(_section(cfg))
+    f = _Filler(cfg.section)
 
     f.put(ds, "train_micro_batch_size_per_gpu", cfg.batch_size, "train_micro_batch_size_per_gpu", "batch_size")
     f.put(ds, "gradient_accumulation_steps", cfg.gradient_accumulation, "gradient_accumulation_steps",

@@ -20,29 +20,6 @@ log = logging.getLogger("distill")
 PAD_LOGIT = -1e4
 
 
-def pick_device(device: str | None = None):
-    import torch
-
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def inference_dtype(precision: str, device):
-    """auto: fp16 on CUDA, bf16 on CPU where supported, else fp32."""
-    import torch
-
-    from distill.ds_config import cpu_supports_bf16
-
-    if precision == "fp32":
-        return torch.float32
-    if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
-        return torch.float16
-    if precision in ("bf16", "auto") and (device.type == "cuda" or cpu_supports_bf16()):
-        return torch.bfloat16
-    return torch.float32
-
-
 def model_input_columns(features, model=None) -> list[str]:
     cols = ["input_ids", "attention_mask"]
     if "token_type_ids" in features.column_names:
@@ -64,8 +41,11 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
 
     from distill.data.features import window_lengths
 
-    device = pick_device(device)
-    dtype = inference_dtype(precision, device)
+    from distill.precision import resolve
+
+    compute = resolve(precision, str(device) if device else None)
+    device = torch.device(device or compute.device)
+    dtype = compute.dtype
     model = model.to(device).eval()
     cols = model_input_columns(features, model)
     n, seq = len(features), len(features[0]["input_ids"]) if len(features) else 0

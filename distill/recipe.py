@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.data.features import WindowConfig
 from distill.errors import InputError
+from distill.precision import Precision
 from distill.train import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,8 @@ class DataConfig(Strict):
 class FinetuneConfig(TrainConfig):
     """Teacher fine-tuning: the student loop with cross-entropy only."""
 
+    section: ClassVar[str] = "teacher.finetune"
+
     alpha: float = Field(0.0, ge=0.0, le=0.0, description="Fixed at 0: fine-tuning uses gold spans only.")
     online_teacher: bool = Field(False, description="Not used for teacher fine-tuning.")
     hidden_weight: float = Field(0.0, ge=0.0, le=0.0, description="Fixed at 0: fine-tuning has no teacher.")
@@ -57,7 +60,7 @@ class TeacherConfig(Strict):
         None, description="Fine-tune the teacher on data.train first (needed for a base encoder without a QA head).")
     logits_dtype: Literal["fp16", "fp32"] = Field("fp16", description="Storage dtype of the cached logits.")
     batch_size: int = Field(64, gt=0, description="Inference batch size for caching and evaluation.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Inference precision.")
+    precision: Precision = Field("auto", description="Inference precision.")
 
 
 class StudentConfig(Strict):
@@ -79,7 +82,7 @@ class EvalConfig(Strict):
     n_best_size: int = Field(20, gt=0, description="Candidates per window for the span search.")
     max_answer_length: int = Field(30, gt=0, description="Longest answer span in tokens.")
     null_threshold: float = Field(0.0, description="SQuAD v2: predict no-answer when null - best span > this.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Inference precision.")
+    precision: Precision = Field("auto", description="Inference precision.")
 
 
 class BenchGate(Strict):

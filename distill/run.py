@@ -172,8 +172,12 @@ _KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers":
 
 
 def finetune_key(cfg, weights: str, fingerprint: str) -> str:
+    """Base weights, features and settings, with `precision` as resolved here (device and dtype, never auto)."""
+    from distill.precision import resolve
+
     settings = {k: v for k, v in cfg.model_dump(mode="json").items()
                 if not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])}
+    settings["precision"] = resolve(cfg.precision, quiet=True).key
     return _hash_json([weights, fingerprint, settings])
 
 
@@ -271,7 +275,7 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     if world > 1:
         import torch.distributed as tdist
 
-        from distill.ds_config import default_device
+        from distill.precision import default_device
         from distill.train import init_distributed
 
         init_distributed(default_device())

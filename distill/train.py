@@ -36,13 +36,14 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.errors import InputError
 from distill.files import sha256_file
+from distill.precision import Precision
 
 log = logging.getLogger("distill")
 
@@ -56,6 +57,7 @@ class TrainConfig(BaseModel):
     """The recipe's `train` section."""
 
     model_config = ConfigDict(extra="forbid")
+    section: ClassVar[str] = "train"  # the recipe key, for messages
 
     epochs: int = Field(3, gt=0, description="Passes over the training features (ignored when max_steps is set).")
     max_steps: Optional[int] = Field(None, gt=0, description="Stop after this many optimizer steps; overrides epochs.")
@@ -68,8 +70,8 @@ class TrainConfig(BaseModel):
     temperature: float = Field(2.0, gt=0, description="KD softmax temperature T (the KD term is scaled by T^2).")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha*KD + (1-alpha)*CE; 0 trains on gold spans only.")
     seed: int = Field(42, description="Seeds python, numpy, torch (dropout) and the data order.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: fp16 on CUDA, bf16 on a CPU that supports it, else fp32.")
+    precision: Precision = Field(
+        "auto", description="auto: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else fp32.")
     ds_config: str = Field("ds_configs/zero2_bf16.json",
                            description="DeepSpeed JSON; its \"auto\" values are filled from this section.")
     checkpoint_every: int = Field(0, ge=0, description="Checkpoint every N optimizer steps; 0 = only at the end.")
@@ -325,7 +327,8 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     from transformers import get_linear_schedule_with_warmup
 
     from distill.data.features import window_lengths
-    from distill.ds_config import build_ds_config, default_device, resolve_precision
+    from distill.ds_config import build_ds_config
+    from distill.precision import default_device, resolve
     from distill.losses import distillation_loss, hidden_state_loss, valid_positions_mask
 
     _check_inputs(cfg, features, teacher_logits, teacher_model)
@@ -334,7 +337,7 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     init_distributed(device)
     rank, world = tdist.get_rank(), tdist.get_world_size()
     is_main = rank == 0
-    precision = resolve_precision(cfg.precision, device, quiet=not is_main)
+    precision = resolve(cfg.precision, device, what=f"{cfg.section}.precision", quiet=not is_main).precision
 
     rows_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     steps_per_epoch = math.ceil(len(features) / rows_per_step)

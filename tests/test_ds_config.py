@@ -1,12 +1,11 @@
 """DeepSpeed config filling: "auto" from the recipe, every mismatch at once, bad files, precision choice."""
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
-from distill.ds_config import build_ds_config, resolve_precision
+from distill.ds_config import build_ds_config
 from distill.errors import InputError
 from distill.train import TrainConfig
 
@@ -111,24 +110,7 @@ def test_missing_file_is_an_input_error_listing_the_shipped_configs(tmp_path):
         build_ds_config(TrainConfig(ds_config=str(tmp_path / "nope.json"), precision="fp32"), device="cpu")
 
 
-def test_auto_precision_is_fp16_on_cuda_and_bf16_on_this_cpu_and_says_why(caplog):
-    with caplog.at_level(logging.INFO, logger="distill"):
-        assert resolve_precision("auto", "cuda") == "fp16"
-        assert resolve_precision("auto", "cpu") == "bf16"
-    assert "precision: bf16 (CPU; DeepSpeed refuses fp16 without CUDA)" in caplog.text
-
-
-def test_auto_precision_falls_back_to_fp32_without_cpu_bf16(monkeypatch):
-    import distill.ds_config as mod
-
-    monkeypatch.setattr(mod, "cpu_supports_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") == "fp32"
-
-
-def test_explicit_fp16_on_cpu_is_a_one_line_input_error():
-    with pytest.raises(InputError) as err:
-        resolve_precision("fp16", "cpu")
-    assert "\n" not in str(err.value) and "CUDA" in str(err.value)
+def test_explicit_fp16_on_cpu_is_refused_by_the_config_builder():
     with pytest.raises(InputError, match="CUDA"):
         build_ds_config(TrainConfig(precision="fp16", ds_config="ds_configs/zero2_fp16.json"), device="cpu")
 

@@ -14,8 +14,8 @@ from conftest import kill_after_lines
 from distill.data.features import WindowConfig, prepare_features
 from distill.data.squad import load_squad
 from distill.errors import InputError
-from distill.models import load_qa_model
-from distill.teacher import build_logit_cache
+from distill.models import load_qa_model, load_tokenizer
+from distill.teacher import build_logit_cache, load_logit_cache
 
 WINDOW = WindowConfig(max_seq_length=96, doc_stride=32, max_query_length=24)
 
@@ -85,11 +85,12 @@ def test_dtype_and_windowing_are_part_of_the_key(features, dev_v1_slice, minilm_
 
 
 def test_killed_build_is_never_used_and_the_rerun_completes(dev_v1_slice, tiny_bert_dir, tmp_path):
-    """SIGKILL a cache build midway: no commit marker, the next run resumes and matches a clean build."""
+    """SIGKILL a cache build midway: no commit marker; the next run resumes and gives a clean build's bytes."""
     script = tmp_path / "build.py"
     script.write_text(textwrap.dedent(f"""
-        import os, sys, time
+        import logging, os, sys, time
         import distill.predict as predict
+        logging.basicConfig(level=logging.INFO)
         from distill.data.features import WindowConfig, prepare_features
         from distill.data.squad import load_squad
         from distill.models import load_qa_model, load_tokenizer
@@ -107,7 +108,7 @@ def test_killed_build_is_never_used_and_the_rerun_completes(dev_v1_slice, tiny_b
         feats = prepare_features(ex, load_tokenizer({str(tiny_bert_dir)!r}),
                                  WindowConfig(max_seq_length=96, doc_stride=32, max_query_length=24))
         _, info = build_logit_cache(load_qa_model({str(tiny_bert_dir)!r}), feats, {str(tmp_path / 'cache')!r},
-                                    shard_size=8, progress=False)
+                                    batch_size=8, shard_size=8, progress=False)
         print("DONE", info["reused"], info["forwards"], flush=True)
     """))
     env = {**os.environ, "SLOW_SHARDS": "1"}
@@ -122,6 +123,29 @@ def test_killed_build_is_never_used_and_the_rerun_completes(dev_v1_slice, tiny_b
     assert done.returncode == 0, done.stderr[-2000:]
     assert "DONE False" in done.stdout
     assert (cache_dirs[0] / "complete.json").is_file()
+    assert "resuming an interrupted build" in done.stderr
+    resumed = load_logit_cache(cache_dirs[0])
+    features = prepare_features(load_squad(dev_v1_slice, cache_dir=tmp_path / "hf"), load_tokenizer(tiny_bert_dir),
+                                WINDOW)
+    clean, _ = build_logit_cache(load_qa_model(tiny_bert_dir), features, tmp_path / "clean", batch_size=8,
+                                 progress=False)
+    assert_same_bytes(resumed, clean)
+
+
+def assert_same_bytes(a, b) -> None:
+    for column in ("start_logits", "end_logits"):
+        assert np.asarray(a[column]).tobytes() == np.asarray(b[column]).tobytes(), column
+
+
+def test_cached_bytes_do_not_depend_on_the_shard_size(features, tiny_bert_dir, tmp_path):
+    """Shards are whole batches of one longest-first order: same batches, same widths, same bytes."""
+    teacher = load_qa_model(tiny_bert_dir)
+    one, _ = build_logit_cache(teacher, features, tmp_path / "one", dtype="fp32", precision="fp32", batch_size=16,
+                               shard_size=4096, progress=False)
+    many, info = build_logit_cache(teacher, features, tmp_path / "many", dtype="fp32", precision="fp32",
+                                   batch_size=16, shard_size=8, progress=False)
+    assert info["forwards"] == -(-len(features) // 16) > 2  # shard_size 8 was rounded up to whole batches of 16
+    assert_same_bytes(one, many)
 
 
 def test_truncated_cache_file_is_refused_with_a_clear_message(features, tiny_bert_dir, tmp_path):
