@@ -166,6 +166,8 @@ def main() -> int:
         f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
         f"train.temperature={args.temperature}", f"train.alpha={args.alpha}", f"train.seed={args.student_seed}",
         "train.checkpoint_every=0", f"student.from_teacher_layers={args.layer_ids}",
+        # the committed results trained with the models' own attention dropout, not the quickstart's 0
+        "teacher.finetune.attention_dropout=null", "train.attention_dropout=null",
     ]
     recipe = load_recipe(ROOT / "recipes" / "quickstart_cpu.yaml", common)
     # A stage reused from an earlier invocation (teacher, logits, a finished student) reports the time it

@@ -45,6 +45,7 @@ import numpy as np
 
 from distill.errors import InputError
 from distill.files import sha256_file
+from distill.precision import cpu_kind, resolve
 
 SCHEMA = "distill-bench/1"
 ROLES = ("teacher", "student")
@@ -168,8 +169,6 @@ def _probe(model_dir: str, inputs_file: str, precision: str, device: str, thread
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     from distill.models import load_qa_model, resolve_source
-    from distill.precision import resolve
-
     torch.set_num_threads(threads)
     dev = torch.device(device)
     dtype = resolve(precision, device, quiet=True).dtype
@@ -294,7 +293,6 @@ def run_bench(settings: BenchSettings, *, prepared=None) -> dict:
 
     from distill.data.features import prepare_features
     from distill.models import load_tokenizer, resolve_source, tokenizers_compatible
-    from distill.precision import resolve
     from distill.predict import model_input_columns
 
     window, examples = prepared or _load_inputs(settings)
@@ -344,7 +342,6 @@ def _measure(settings, examples, features, fixed, tokenizer, window, device, dty
     from distill.metrics import score_examples
     from distill.models import load_qa_model, resolve_source
     from distill.postprocess import postprocess_predictions
-    from distill.precision import cpu_kind
     from distill.predict import compute_logits, predict
     from distill.train import trim_padding
 

@@ -144,6 +144,30 @@ def student_from_teacher_layers(teacher, layers: list[int]):
     return student
 
 
+def set_attention_dropout(model, p: float) -> int:
+    """Set the dropout on attention probabilities of every attention block to `p`; returns how many.
+
+    Only the modules change, not `model.config`, so a saved model keeps its own setting. On CPU this
+    dropout draws a random mask as large as the attention matrix (batch x heads x seq x seq) and keeps
+    SDPA off its fused kernel: at p=0 a MiniLM-L6 step (batch 16, seq 256, fp32, AVX2) took 4.1 s, not 6.9 s.
+    """
+    import torch.nn as nn
+
+    changed = 0
+    for module in model.modules():
+        if "Attention" not in type(module).__name__:
+            continue
+        for attr in ("dropout", "attention_dropout"):
+            layer = getattr(module, attr, None)
+            if isinstance(layer, nn.Dropout):
+                layer.p = p
+                changed += 1
+                break
+    if not changed:
+        raise InputError(f"{type(model).__name__}: found no attention dropout to set")
+    return changed
+
+
 def weights_hash(model) -> str:
     """sha256 over every parameter and buffer (names, dtypes, shapes, bytes): keys the teacher cache."""
     import torch

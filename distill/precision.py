@@ -90,7 +90,8 @@ _logged: set[tuple[str, str, str]] = set()
 def resolve(requested: str, device: str | None = None, *, what: str = "precision", quiet: bool = False) -> Compute:
     """The precision `requested` becomes on `device` (default: CUDA if present, else CPU).
 
-    `what` names the setting in messages (e.g. `train.precision`). Logs the choice once per process.
+    `what` names the setting in messages (e.g. `train.precision`). Logs once per process what `auto` became
+    and why, or a warning for bf16 requested on a CPU that only emulates it.
     """
     device = (device or default_device()).split(":")[0]
     if requested not in PRECISIONS:
@@ -112,6 +113,7 @@ def resolve(requested: str, device: str | None = None, *, what: str = "precision
     seen = (what, requested, device)
     if not quiet and seen not in _logged:
         _logged.add(seen)
-        (log.warning if "emulated" in why and chosen == "bf16" else log.info)(
-            "%s: %s on %s (%s)", what, chosen, device, why)
+        emulated = chosen == "bf16" and "emulated" in why
+        level = logging.WARNING if emulated else logging.INFO if requested == "auto" else logging.DEBUG
+        log.log(level, "%s: %s on %s (%s)", what, chosen, device, why)
     return compute

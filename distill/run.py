@@ -168,7 +168,7 @@ def _hash_json(obj) -> str:
 
 # settings added after teachers were first cached: at these values they train exactly as before,
 # so they stay out of the key and existing fine-tuned teachers remain valid
-_KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers": None}
+_KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers": None, "attention_dropout": None}
 
 
 def finetune_key(cfg, weights: str, fingerprint: str) -> str:

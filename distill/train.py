@@ -84,6 +84,9 @@ class TrainConfig(BaseModel):
     hidden_layers: Optional[list[int]] = Field(
         None, description="Teacher layer (1-based) each student layer's output is matched to; default spreads "
                           "them evenly, e.g. [2, 4, 6] for a 3-layer student of a 6-layer teacher.")
+    attention_dropout: Optional[float] = Field(
+        None, ge=0, lt=1, description="Dropout on attention probabilities while training; null keeps the model's "
+                                      "own (0.1 in BERT/DistilBERT). 0 makes a CPU step ~1.7x faster (docs/training.md).")
     group_by_length: bool = Field(
         False, description="Put windows of similar length in the same step: less padding computed (0.67x step "
                            "time at seq 256 on SQuAD) but a less even mix per step; hurt a short fresh-head fine-tune "
@@ -328,10 +331,16 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
 
     from distill.data.features import window_lengths
     from distill.ds_config import build_ds_config
-    from distill.precision import default_device, resolve
     from distill.losses import distillation_loss, hidden_state_loss, valid_positions_mask
+    from distill.models import set_attention_dropout
+    from distill.precision import default_device, resolve
 
     _check_inputs(cfg, features, teacher_logits, teacher_model)
+    if cfg.attention_dropout is not None:
+        try:
+            set_attention_dropout(student_model, cfg.attention_dropout)
+        except InputError as err:
+            raise InputError(f"{cfg.section}.attention_dropout: {err}") from None
     output_dir = Path(output_dir)
     device = default_device()
     init_distributed(device)

@@ -90,7 +90,7 @@ def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_o
     from distill.run import _hash_json, finetune_key
 
     cfg = FinetuneConfig(lr=1e-4)
-    later_options = {"group_by_length", "hidden_weight", "hidden_layers"}
+    later_options = {"group_by_length", "hidden_weight", "hidden_layers", "attention_dropout"}
     before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in later_options}
     before_the_option["precision"] = resolve(cfg.precision, quiet=True).key  # resolved, never "auto"
     assert finetune_key(cfg, "w", "f") == _hash_json(["w", "f", before_the_option])

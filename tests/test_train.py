@@ -133,6 +133,36 @@ def test_one_rank_zero2_writes_log_tensorboard_checkpoint_and_loadable_student(t
     assert out.start_logits.shape == enc["input_ids"].shape and torch.isfinite(out.end_logits).all()
 
 
+def test_attention_dropout_is_set_for_training_only_and_the_saved_config_keeps_its_own(tiny_bert_dir, features,
+                                                                                          tmp_path):
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
+    own = model.config.attention_probs_dropout_prob
+    assert own > 0
+    student_dir = train_student(cfg(max_steps=1, alpha=0.0, attention_dropout=0.0), model,
+                                AutoTokenizer.from_pretrained(tiny_bert_dir), features, tmp_path)
+    attention = [m.dropout.p for m in model.modules() if type(m).__name__ == "BertSelfAttention"]
+    hidden = [m.dropout.p for m in model.modules() if type(m).__name__ in ("BertSelfOutput", "BertOutput")]
+    assert attention == [0.0] * model.config.num_hidden_layers
+    assert hidden and set(hidden) == {model.config.hidden_dropout_prob}
+    assert AutoConfig.from_pretrained(student_dir).attention_probs_dropout_prob == own
+
+
+def test_attention_dropout_reaches_distilbert_blocks_and_a_model_without_any_is_refused():
+    import torch.nn as nn
+    from transformers import DistilBertConfig, DistilBertForQuestionAnswering
+
+    from distill.models import set_attention_dropout
+
+    model = DistilBertForQuestionAnswering(DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2,
+                                                            hidden_dim=64))
+    assert set_attention_dropout(model, 0.0) == 2
+    assert [m.dropout.p for m in model.modules() if type(m).__name__ == "DistilBertSelfAttention"] == [0.0, 0.0]
+    with pytest.raises(InputError, match="no attention dropout"):
+        set_attention_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)), 0.0)
+
+
 def test_same_recipe_and_seed_give_identical_losses_and_weights(tiny_bert_dir, features, tmp_path):
     train(tiny_bert_dir, tmp_path / "a", cfg(alpha=0.0), features)
     train(tiny_bert_dir, tmp_path / "b", cfg(alpha=0.0), features)

@@ -127,8 +127,9 @@ def test_sigkill_during_training_then_resume_matches_uninterrupted(tmp_path, rel
 
 
 @pytest.mark.slow
-@case(input="SIGKILL `distill run` while it caches teacher logits (2 of 8 shards written), then rerun",
-      expected="no commit marker after the kill; the rerun completes with the same metrics as an uninterrupted run")
+@case(input="SIGKILL `distill run` while it caches teacher logits (2 of 9 shards written), then rerun",
+      expected="no commit marker after the kill; the rerun's cache, losses and metrics are bit-identical to an "
+               "uninterrupted run's")
 def test_sigkill_during_teacher_caching_then_rerun(tmp_path, rel_data, tiny_teacher, reference, monkeypatch,
                                                    observed):
     """A killed cache build is never read as a cache; the rerun finishes it and matches the reference.
