@@ -233,16 +233,18 @@ def evaluate_pair(recipe: Recipe, models: dict, tokenizer, examples, out: Path) 
     from distill.data.features import prepare_features
     from distill.data.squad import squad_version
     from distill.metrics import score_examples
+    from distill.precision import resolve
     from distill.predict import predict, write_json
 
     features = prepare_features(examples, tokenizer, recipe.data.window)
     metrics = {"eval_data": recipe.data.eval, "n_questions": len(examples), "version": squad_version(examples)}
     names = {"teacher": "teacher_predictions.json", "student": "predictions.json"}
+    e = recipe.eval
+    precision = resolve(e.precision, what="eval.precision").precision
     for role, model in models.items():
-        e = recipe.eval
         t0 = time.perf_counter()
         preds, na_probs, version = predict(model, examples, features, batch_size=e.batch_size,
-                                           precision=e.precision, null_threshold=e.null_threshold,
+                                           precision=precision, null_threshold=e.null_threshold,
                                            n_best_size=e.n_best_size, max_answer_length=e.max_answer_length,
                                            desc=f"eval {role}")
         write_json(out / names[role], preds)
