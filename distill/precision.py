@@ -70,7 +70,6 @@ class Compute:
 
     device: str
     precision: str
-    reason: str
 
     @property
     def dtype(self):
@@ -109,7 +108,7 @@ def resolve(requested: str, device: str | None = None, *, what: str = "precision
         chosen, why = "bf16", "auto on a CPU with native bf16 (DeepSpeed refuses fp16 without CUDA)"
     else:
         chosen, why = "fp32", "auto on a CPU without native bf16, where bf16 is emulated (~100x slower than fp32)"
-    compute = Compute(device, chosen, why)
+    compute = Compute(device, chosen)
     seen = (what, requested, device)
     if not quiet and seen not in _logged:
         _logged.add(seen)

@@ -167,7 +167,7 @@ def _hash_json(obj) -> str:
 
 
 # settings added after teachers were first cached: at these values they train exactly as before,
-# so they stay out of the key and existing fine-tuned teachers remain valid
+# so they stay out of the key
 _KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers": None, "attention_dropout": None}
 
 

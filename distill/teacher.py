@@ -15,7 +15,9 @@ windowing), the teacher weights (sha256 over every tensor, not the name), the st
 device and precision the teacher ran in, as resolved (a bf16 cache is never read by an fp32 run).
 
 Shards are cut from the longest-first order that compute_logits batches in, on batch boundaries, so the
-cached numbers do not depend on the shard size or on where an interrupted build stopped.
+cached numbers do not depend on the shard size or on where an interrupted build stopped. The finished shards
+are put back in feature order in memory (2 x features x max_seq_length values of the stored dtype: ~136 MB
+for all of train-v1.1 at seq 384 in fp16) before the table is written.
 """
 
 from __future__ import annotations
@@ -115,12 +117,12 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
         shard = cache_dir / f"shard-{i:05d}.npz"
         if shard.is_file():
             continue
-        rows = order[i * shard_rows:(i + 1) * shard_rows]
-        start, end = compute_logits(teacher, features.select(rows), batch_size=batch_size,
+        ids = order[i * shard_rows:(i + 1) * shard_rows]
+        start, end = compute_logits(teacher, features.select(ids), batch_size=batch_size,
                                     precision=compute.precision, progress=progress,
                                     desc=f"teacher logits {i + 1}/{n_shards}")
-        info["forwards"] += (len(rows) + batch_size - 1) // batch_size
-        _atomic_savez(shard, rows=rows, start=start.astype(np_dtype), end=end.astype(np_dtype))
+        info["forwards"] += (len(ids) + batch_size - 1) // batch_size
+        _atomic_savez(shard, rows=ids, start=start.astype(np_dtype), end=end.astype(np_dtype))
 
     seq = len(features[0]["input_ids"]) if n else 0
     start_all, end_all = np.empty((n, seq), np_dtype), np.empty((n, seq), np_dtype)
