@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distill.errors import InputError
+
 # finite and far below any logit fp16/bf16 can hold (fp16 max 65504), yet x - fill cannot overflow fp32
 MASK_FILL = -1e30
 
@@ -100,3 +102,16 @@ def hidden_state_loss(student_hidden, teacher_hidden, token_mask: torch.Tensor) 
             continue
         terms.append(((s - t) ** 2).mean() / t.var(unbiased=False).clamp_min(1e-6))
     return torch.stack(terms).mean()
+
+
+def hidden_layer_map(cfg, student_config, teacher_config) -> list[int]:
+    """Teacher hidden-state index (1-based layer) matched to each student layer, checked against both models."""
+    n_s, n_t = student_config.num_hidden_layers, teacher_config.num_hidden_layers
+    layers = cfg.hidden_layers or [round((i + 1) * n_t / n_s) for i in range(n_s)]
+    if len(layers) != n_s or not all(1 <= j <= n_t for j in layers):
+        raise InputError(f"train.hidden_layers: {layers} must give one teacher layer in 1..{n_t} for each of the "
+                         f"student's {n_s} layers")
+    if student_config.hidden_size != teacher_config.hidden_size:
+        raise InputError(f"train.hidden_weight: student hidden size {student_config.hidden_size} differs from the "
+                         f"teacher's {teacher_config.hidden_size} (no projection is learned); set hidden_weight 0")
+    return layers

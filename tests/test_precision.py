@@ -115,7 +115,7 @@ def test_logit_cache_key_holds_the_resolved_precision(cpu, tiny_bert_dir, dev_v1
 
 def test_teacher_finetune_key_holds_the_resolved_precision(cpu):
     from distill.recipe import FinetuneConfig
-    from distill.run import finetune_key
+    from distill.teacher import finetune_key
 
     cpu(False)
     plain = finetune_key(FinetuneConfig(precision="auto"), "w", "f")

@@ -87,13 +87,13 @@ def test_help_lists_every_key_with_its_description():
 def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_otherwise():
     from distill.recipe import FinetuneConfig
     from distill.precision import resolve
-    from distill.run import _hash_json, finetune_key
+    from distill.teacher import finetune_key, settings_hash
 
     cfg = FinetuneConfig(lr=1e-4)
     later_options = {"group_by_length", "hidden_weight", "hidden_layers", "attention_dropout"}
     before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in later_options}
     before_the_option["precision"] = resolve(cfg.precision, quiet=True).key  # resolved, never "auto"
-    assert finetune_key(cfg, "w", "f") == _hash_json(["w", "f", before_the_option])
+    assert finetune_key(cfg, "w", "f") == settings_hash(["w", "f", before_the_option])
     assert finetune_key(cfg.model_copy(update={"group_by_length": True}), "w", "f") != finetune_key(cfg, "w", "f")
     assert finetune_key(cfg.model_copy(update={"lr": 2e-4}), "w", "f") != finetune_key(cfg, "w", "f")
     assert finetune_key(cfg, "w", "g") != finetune_key(cfg, "w", "f")

@@ -153,5 +153,16 @@ def test_truncated_cache_file_is_refused_with_a_clear_message(features, tiny_ber
     _, info = build_logit_cache(teacher, features, tmp_path / "cache")
     arrow = next((Path(info["dir"]) / "logits").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
-    with pytest.raises(InputError, match="corrupt"):
+    with pytest.raises(InputError, match=rf"logits/{arrow.name} is truncated .*; delete .* to rebuild it"):
+        build_logit_cache(teacher, features, tmp_path / "cache")
+
+
+def test_altered_cache_file_of_the_same_size_is_refused(features, tiny_bert_dir, tmp_path):
+    teacher = load_qa_model(tiny_bert_dir)
+    _, info = build_logit_cache(teacher, features, tmp_path / "cache")
+    arrow = next((Path(info["dir"]) / "logits").glob("*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[-1] ^= 0xFF
+    arrow.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"logits/{arrow.name} is corrupt \(sha256 differs\)"):
         build_logit_cache(teacher, features, tmp_path / "cache")

@@ -237,9 +237,9 @@ def test_truncated_checkpoint_is_refused_on_resume(diverged, observed):
 
 
 @case(input="the committed teacher logit cache with its Arrow file truncated, then a new run using that cache",
-      expected="exit 2 naming the file as corrupt and how to rebuild; the cache is left as it is; no training")
+      expected="exit 2 naming the file as truncated and how to rebuild; the cache is left as it is; no training")
 def test_truncated_teacher_logit_cache_is_refused(tmp_path, rel_data, tiny_teacher, reference, observed):
-    """A truncated cache file fails its checksum: refused, not trained on."""
+    """A truncated cache file fails the commit marker's size check: refused, not trained on."""
     cache = tmp_path / "cache"
     shutil.copytree(reference["cache"] / "teacher_logits", cache / "teacher_logits")
     (cache_dir,) = (cache / "teacher_logits").iterdir()
@@ -247,7 +247,7 @@ def test_truncated_teacher_logit_cache_is_refused(tmp_path, rel_data, tiny_teach
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
     before = tree_hashes(cache)
     result = run_cli(make_recipe(tmp_path, rel_data, tiny_teacher))
-    text = assert_refused(result, arrow.name, "teacher logit cache is corrupt", f"delete {cache_dir}")
+    text = assert_refused(result, f"teacher logit cache {cache_dir}", arrow.name, "is truncated", f"delete {cache_dir}")
     observed(text)
     assert tree_hashes(cache) == before
     assert not (tmp_path / "out" / "train_log.jsonl").exists() and not (tmp_path / "out" / "checkpoints").exists()
