@@ -13,9 +13,7 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
-import string
 import tempfile
 import time
 from collections import Counter
@@ -31,21 +29,14 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from distill.data.features import WindowConfig, prepare_features  # noqa: E402
 from distill.data.squad import load_squad, squad_version  # noqa: E402
+from distill.files import write_text  # noqa: E402
+from distill.metrics import normalize_answer  # noqa: E402
 from distill.models import packaged_minilm_dir  # noqa: E402
 from distill.postprocess import postprocess_predictions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
 OUT = ROOT / "benchmarks" / "results" / "windowing.json"
-
-try:
-    from distill.metrics import normalize_answer
-except ImportError:  # the metrics module may not exist yet; this is the official SQuAD normalisation
-
-    def normalize_answer(s: str) -> str:
-        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
-        s = re.sub(r"\b(a|an|the)\b", " ", s)
-        return " ".join(s.split())
 
 
 def timed(fn, *args, **kwargs):
@@ -168,8 +159,7 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)
     if not args.skip_train:
         result["train_v1_features"] = bench_train(tok, args.num_proc)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_text(OUT, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 

@@ -99,7 +99,7 @@ def score(
     typer.echo(json.dumps(result))
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False) -> None:
     import logging
     import os
 
@@ -132,14 +132,14 @@ def validate(
 ) -> None:
     """Check a recipe without running it: schema, files, ds_config, tokenizer pairing; exit 2 on problems."""
     from distill.recipe import help_text, load_recipe
-    from distill.run import preflight
+    from distill.preflight import preflight
 
     if keys:
         typer.echo("\n".join(help_text()))
         return
     r = load_recipe(recipe, overrides or [])
     if deep:
-        _setup_logging()
+        setup_logging()
         preflight(r, for_run=False, recipe_path=recipe)
     typer.echo(f"{recipe}: ok")
 
@@ -157,7 +157,7 @@ def run_cmd(
     from distill.run import run
 
     r = load_recipe(recipe, overrides or [])
-    _setup_logging(verbose)
+    setup_logging(verbose)
     metrics = run(r, resume=resume, recipe_path=recipe)
     typer.echo(json.dumps({k: metrics[k] for k in ("teacher", "student") if k in metrics}))
 
@@ -190,7 +190,7 @@ def eval_cmd(
             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected auto, fp32, bf16 or fp16")
-    _setup_logging()
+    setup_logging()
     metrics = evaluate_model(model, data_file, out, window=window, batch_size=batch_size, precision=precision,
                              max_questions=max_questions)
     typer.echo(json.dumps(metrics))
@@ -254,8 +254,9 @@ def bench_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Measure teacher vs student: EM/F1, latency, throughput, memory, size; bench.json/md/png; exit 1 on regression."""
-    from distill.bench import BenchSettings, _load_inputs, expected_settings, run_bench, settings_from_run_dir, write_outputs
+    from distill.bench import BenchSettings, expected_settings, load_inputs, run_bench, settings_from_run_dir, write_outputs
     from distill.errors import EXIT_REGRESSION
+    from distill.files import write_text
     from distill.report import check_settings_comparable, compare, load_bench, render_report
 
     kwargs: dict = {}
@@ -276,10 +277,10 @@ def bench_cmd(
                              device=device, threads=threads, warmup=warmup, min_iters=min_iters,
                              min_seconds=min_seconds, memory=memory, progress=progress)
     gate = _gate(recipe_gate, max_f1_drop, max_em_drop, max_ratio_increase)
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
     old = load_bench(baseline) if baseline is not None else None
-    prepared = _load_inputs(settings)
+    prepared = load_inputs(settings)
     if old is not None:
         check_settings_comparable(old, expected_settings(settings, prepared[1]), baseline, out / "bench.json")
     result = run_bench(settings, prepared=prepared)
@@ -289,7 +290,7 @@ def bench_cmd(
         return
     comparison = compare(old, result, gate)
     report_md = out / "report.md"
-    report_md.write_text(render_report(comparison, baseline, paths["json"], gate))
+    write_text(report_md, render_report(comparison, baseline, paths["json"], gate))
     typer.echo(f"wrote {report_md}")
     typer.echo(comparison.verdict_line())
     if comparison.regressed:

@@ -67,7 +67,7 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
     return start, end
 
 
-def predict(model, examples, features, *, batch_size: int = 32, precision: str = "auto",
+def predict(model, examples, features, *, batch_size: int = 32, precision: str = "auto", device=None,
             null_threshold: float = 0.0, n_best_size: int = 20, max_answer_length: int = 30,
             progress: bool = True, desc: str = "predict"):
     """(predictions {id: text}, na_probs {id: p} (v2 only, else {}), version)."""
@@ -75,7 +75,7 @@ def predict(model, examples, features, *, batch_size: int = 32, precision: str =
     from distill.postprocess import postprocess_predictions
 
     version = squad_version(examples)
-    start, end = compute_logits(model, features, batch_size=batch_size, precision=precision,
+    start, end = compute_logits(model, features, batch_size=batch_size, precision=precision, device=device,
                                 progress=progress, desc=desc)
     preds, na_probs = postprocess_predictions(
         examples, features, start, end, n_best_size=n_best_size, max_answer_length=max_answer_length,
@@ -85,8 +85,8 @@ def predict(model, examples, features, *, batch_size: int = 32, precision: str =
 
 
 def evaluate(model, examples, features, *, out_dir: Path | None = None, prefix: str = "", batch_size: int = 32,
-             precision: str = "auto", null_threshold: float = 0.0, n_best_size: int = 20, max_answer_length: int = 30,
-             progress: bool = True, desc: str = "eval") -> dict:
+             precision: str = "auto", device=None, null_threshold: float = 0.0, n_best_size: int = 20,
+             max_answer_length: int = 30, progress: bool = True, desc: str = "eval") -> dict:
     """Predict, score with the official semantics, and (given `out_dir`) write the predictions.
 
     Writes OUT/{prefix}predictions.json and, for SQuAD v2.0, OUT/{prefix}na_probs.json. Returns the
@@ -96,7 +96,7 @@ def evaluate(model, examples, features, *, out_dir: Path | None = None, prefix: 
     from distill.metrics import score_examples
 
     preds, na_probs, version = predict(model, examples, features, batch_size=batch_size, precision=precision,
-                                       null_threshold=null_threshold, n_best_size=n_best_size,
+                                       device=device, null_threshold=null_threshold, n_best_size=n_best_size,
                                        max_answer_length=max_answer_length, progress=progress, desc=desc)
     if out_dir is not None:
         write_json(Path(out_dir) / f"{prefix}predictions.json", preds)

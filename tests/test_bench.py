@@ -6,10 +6,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import make_tiny_bert
 from distill.bench import compute_ratios, interleaved_timing, percentiles_ms, quality_em_f1, settings_from_run_dir
 from distill.cli import app
 from distill.errors import InputError
+from distill.testing import make_tiny_bert
 
 FAST = ["--batch-sizes", "1,2", "--max-questions", "6", "--seq-len", "128", "--doc-stride", "64",
         "--precision", "fp32", "--threads", "1", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0",
@@ -166,10 +166,20 @@ def test_ratios_are_none_when_the_teacher_figure_is_zero():
     assert ratios["f1_retention"] is None and ratios["size"] is None and ratios["params"] == 0.5
 
 
+def test_end_to_end_windowing_equals_prepare_features(dev_v2_slice, minilm_tokenizer):
+    from distill.data.features import WindowConfig, prepare_features, window_questions
+    from distill.data.squad import load_squad, take_questions
+
+    examples = take_questions(load_squad(dev_v2_slice), 8)
+    window = WindowConfig(max_seq_length=128, doc_stride=64, max_query_length=32)
+    cached = prepare_features(examples, minilm_tokenizer, window).remove_columns("feature_index")
+    assert window_questions(examples.to_dict(), minilm_tokenizer, window).to_dict() == cached.to_dict()
+
+
 def test_memory_probe_repeats_and_differs_by_the_weights(tmp_path, minilm_dir):
     import torch
 
-    from distill.bench import BenchSettings, _finish_probe, _start_probe
+    from distill.bench.probe import finish_probe, start_probe
 
     # same width, so the same activations: only the 3 extra layers' weights differ (the embedding matrix is
     # memory-mapped and mostly untouched, so it would not show)
@@ -178,10 +188,10 @@ def test_memory_probe_repeats_and_differs_by_the_weights(tmp_path, minilm_dir):
     inputs = tmp_path / "inputs.pt"
     torch.save({"input_ids": torch.randint(1000, 20000, (2, 64)), "attention_mask": torch.ones(2, 64, dtype=torch.long),
                 "token_type_ids": torch.zeros(2, 64, dtype=torch.long)}, inputs)
-    settings = BenchSettings(teacher=str(big), student=str(small), data="unused", out=tmp_path, precision="fp32")
 
     def growth(model_dir):
-        return _finish_probe(_start_probe(str(model_dir), inputs, settings, "cpu", 1), "probe")["peak_rss_growth_mb"]
+        proc = start_probe(str(model_dir), inputs, precision="fp32", device="cpu", threads=1)
+        return finish_probe(proc, "probe")["peak_rss_growth_mb"]
 
     def weights_mb(model_dir):
         from safetensors.torch import load_file

@@ -5,6 +5,8 @@ Writes: an Arrow file in the datasets cache next to the examples' file, through 
 `Dataset.map`, so the same (examples, tokenizer, window) never tokenises twice. Columns (see
 docs/architecture.md): input_ids, attention_mask (+ token_type_ids), offset_mapping (None outside the
 context), context_mask, start_positions, end_positions, example_id, feature_index.
+`window_questions` windows one batch of question rows the same way into an in-memory Dataset (no
+feature_index), writing nothing.
 """
 
 from __future__ import annotations
@@ -154,6 +156,20 @@ def prepare_features(examples, tokenizer, window: WindowConfig | None = None, *,
     # feature_index is a global row number, which a (possibly multi-process) batched map cannot know;
     # a small in-memory column with a deterministic fingerprint keeps the big file as the only cache file.
     return features.add_column("feature_index", list(range(len(features))))
+
+
+def window_questions(rows: dict[str, list], tokenizer, window: WindowConfig):
+    """prepare_features' windowing for one batch of question rows (columns as lists), as an in-memory Dataset.
+
+    `prepare_features` itself runs `Dataset.map`, whose fingerprint hashes the whole tokenizer
+    (~0.2 s a call): paid once per dataset in `distill eval`, it would swamp a per-batch latency.
+    """
+    from datasets import Dataset
+
+    with_token_types = "token_type_ids" in tokenizer.model_input_names
+    columns = _window_batch(rows, tokenizer, window.max_seq_length, window.doc_stride, window.max_query_length,
+                            with_token_types)
+    return Dataset.from_dict(columns, features=_feature_types(with_token_types))
 
 
 def window_lengths(features):
