@@ -1,4 +1,4 @@
-"""Build the two tiny random-init BERT QA models the CI smoke bench compares.
+"""Build the two tiny random-init BERT QA models the CI smoke bench compares (distill.testing.make_tiny_bert).
 
 Reads: the packaged MiniLM tokenizer (`distill.models.packaged_minilm_dir()`). Writes OUT/teacher
 (4 layers) and OUT/student (2 layers), hidden 64, each a Hugging Face model directory with the
@@ -16,20 +16,9 @@ SPECS = {"teacher": {"layers": 4, "seed": 1}, "student": {"layers": 2, "seed": 2
 HIDDEN = 64
 
 
-def make_tiny_bert(path: Path, tokenizer_dir: Path, *, layers: int, hidden: int, seed: int) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=hidden * 2, max_position_embeddings=512)
-    BertForQuestionAnswering(cfg).save_pretrained(path)
-    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(path)
-    return path
-
-
 def main(out: Path) -> None:
     from distill.models import packaged_minilm_dir
+    from distill.testing import make_tiny_bert
 
     tokenizer_dir = packaged_minilm_dir()
     for role, spec in SPECS.items():

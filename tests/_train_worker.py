@@ -1,6 +1,6 @@
 """Test helper: synthetic QA features, and a script that runs train_student in its own process.
 
-Reads: a tiny model directory (conftest.make_tiny_bert). Writes: whatever train_student writes under --out.
+Reads: a tiny model directory (distill.testing.make_tiny_bert). Writes: whatever train_student writes under --out.
 Run directly (or under torchrun) by tests/test_train.py for multi-rank, SIGKILL and divergence tests:
 
   python tests/_train_worker.py --model DIR --out DIR [--ds-config ds_configs/zero2_fp32.json] [--batch-size 4]
@@ -20,7 +20,6 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parents[1]
 SEQ = 64
 
 
@@ -137,5 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from distill.testing import make_tiny_bert
+
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD_DIR = ROOT.parent / "shared" / "data" / "squad"
 
@@ -56,22 +58,6 @@ def minilm_tokenizer(minilm_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(minilm_dir))
-
-
-def make_tiny_bert(path: Path, tokenizer_dir: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """A tiny BERT QA model with the real MiniLM vocab, saved with its tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
-
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=hidden * 2, max_position_embeddings=512,
-    )
-    model = BertForQuestionAnswering(cfg)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

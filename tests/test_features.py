@@ -1,7 +1,9 @@
 """prepare_features on real SQuAD paragraphs with the MiniLM tokenizer and small windows."""
 
 import logging
+from pathlib import Path
 
+import datasets
 import pytest
 from pydantic import ValidationError
 
@@ -131,9 +133,21 @@ def test_rerun_loads_the_cached_file_instead_of_tokenising(v1, minilm_tokenizer)
     assert other._fingerprint != first._fingerprint
 
 
-def test_two_processes_give_the_same_features(v1, v1_features, minilm_tokenizer):
-    parallel = prepare_features(v1, minilm_tokenizer, SMALL, num_proc=2)
-    assert parallel.to_dict() == v1_features.to_dict()
+def test_two_processes_give_the_same_features(dev_v1_slice, minilm_tokenizer, tmp_path):
+    # Separate datasets caches: with one shared cache the 2-process map would just load the 1-process file
+    # (datasets reuses an existing cache file whatever num_proc asks for), comparing that file with itself.
+    one = prepare_features(load_squad(dev_v1_slice, cache_dir=tmp_path / "one"), minilm_tokenizer, SMALL)
+    two = prepare_features(load_squad(dev_v1_slice, cache_dir=tmp_path / "two"), minilm_tokenizer, SMALL,
+                           num_proc=2)
+    one_files = [Path(c["filename"]) for c in one.cache_files]
+    two_files = [Path(c["filename"]) for c in two.cache_files]
+    # proof that both were computed: one file under one/, and under two/ one shard file written by each process
+    assert len(one_files) == 1 and one_files[0].is_relative_to(tmp_path / "one") and "_of_" not in one_files[0].name
+    assert sorted(f.stem[-15:] for f in two_files) == ["_00000_of_00002", "_00001_of_00002"]
+    assert all(f.is_relative_to(tmp_path / "two") for f in two_files)
+    assert all(len(datasets.Dataset.from_file(str(f))) for f in two_files)  # both processes windowed questions
+    assert len(two) > len(load_squad(dev_v1_slice, cache_dir=tmp_path / "two"))
+    assert two.to_dict() == one.to_dict()
 
 
 def test_left_padding_tokenizer_is_refused(v1, minilm_tokenizer):

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from _train_worker import make_features, teacher_logits_for
-from conftest import make_tiny_bert
+from distill.distributed import free_port
 from distill.errors import InputError
-from distill.train import MARKER, TrainConfig, epoch_order, train_student
+from distill.files import MARKER
+from distill.testing import make_tiny_bert
+from distill.train import TrainConfig, epoch_order, train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_train_worker.py"
@@ -57,7 +59,7 @@ def train(model_dir, out, config, features, **kw):
 def worker_env() -> dict:
     # the pytest process may already be rank 0 of its own group; children must not reuse its port
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
-    env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(ROOT))
+    env.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")  # distill itself comes from the editable install
     return env
 
 
@@ -66,20 +68,12 @@ def run_worker(args, *, ranks: int = 1, check: bool = True, timeout: int = 300):
         cmd = [sys.executable, str(WORKER), *map(str, args)]
     else:
         torchrun = Path(sys.executable).with_name("torchrun")
-        cmd = [str(torchrun), "--nproc_per_node", str(ranks), "--master_port", str(_free_port()),
+        cmd = [str(torchrun), "--nproc_per_node", str(ranks), "--master_port", str(free_port()),
                str(WORKER), *map(str, args)]
     proc = subprocess.run(cmd, env=worker_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     if check and proc.returncode != 0:
         pytest.fail(f"worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +221,7 @@ def test_hidden_state_kd_adds_its_weighted_term_and_pulls_student_states_toward_
 def test_hidden_layer_map_spreads_evenly_and_refuses_what_cannot_be_matched():
     from transformers import BertConfig
 
-    from distill.train import hidden_layer_map
+    from distill.losses import hidden_layer_map
 
     t6, s3 = BertConfig(num_hidden_layers=6, hidden_size=32), BertConfig(num_hidden_layers=3, hidden_size=32)
     assert hidden_layer_map(cfg(hidden_weight=1.0), s3, t6) == [2, 4, 6]
@@ -245,23 +239,71 @@ def test_gradient_accumulation_matches_one_big_micro_batch(no_dropout_bert, feat
     assert losses(tmp_path / "acc") == pytest.approx(losses(tmp_path / "big"), abs=1e-5)
 
 
-def test_resume_uses_latest_committed_checkpoint_and_refuses_a_truncated_one(tiny_bert_dir, features, tmp_path):
-    config = cfg(max_steps=4, checkpoint_every=2, alpha=0.0)
-    train(tiny_bert_dir, tmp_path, config, features)
-    ckpt = tmp_path / "checkpoints"
-    assert sorted(p.name for p in ckpt.glob("step*")) == ["step2", "step4"]
+class StopRun(Exception):
+    """Stands in for a kill: raised inside a step, after the run's last checkpoint was committed."""
 
+
+def count_loss_calls(monkeypatch, stop_at: int = 0) -> dict:
+    """Count distillation_loss calls (one per micro batch); with stop_at, raise StopRun at that call."""
+    import distill.losses
+
+    real, calls = distill.losses.distillation_loss, {"n": 0}
+
+    def counted(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise StopRun(f"stopped in micro batch {stop_at}")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(distill.losses, "distillation_loss", counted)
+    return calls
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records]
+
+
+def test_resumed_run_trains_the_remaining_steps_and_ends_identical_to_an_uninterrupted_run(
+        tiny_bert_dir, features, teacher, tmp_path, monkeypatch):
+    # 24 rows / batch 4 = 6 steps an epoch: stopped in step 5, resumed from step 3, the run crosses into
+    # epoch 2 after the resume. Dropout is on, so equal losses also need the restored RNG states.
+    logits = teacher_logits_for(teacher, features)
+    config = cfg(max_steps=8, checkpoint_every=3, warmup_ratio=0.25)
+    full, out = tmp_path / "full", tmp_path / "stopped"
+    train(tiny_bert_dir, full, config, features, teacher_logits=logits)
+
+    with monkeypatch.context() as m:
+        count_loss_calls(m, stop_at=5)
+        with pytest.raises(StopRun):
+            train(tiny_bert_dir, out, config, features, teacher_logits=logits)
+    ckpt = out / "checkpoints"
+    assert sorted(p.name for p in ckpt.glob("step*")) == ["step3"] and (ckpt / "step3" / MARKER).is_file()
+    assert [r["step"] for r in load_log(out)] == [1, 2, 3, 4]
+    assert not (out / "student").exists()
     # a tag without the commit marker (a save killed half-way) is never resumed from
     half = ckpt / "step6"
     half.mkdir()
     (half / "mp_rank_00_model_states.pt").write_bytes(b"partial")
     (ckpt / "latest").write_text("step6")
-    train(tiny_bert_dir, tmp_path, config, features, resume=True)
-    assert [r["step"] for r in load_log(tmp_path)] == [1, 2, 3, 4]
 
-    victim = next((ckpt / "step4").glob("*optim_states.pt"))
+    with monkeypatch.context() as m:
+        calls = count_loss_calls(m)
+        train(tiny_bert_dir, out, config, features, teacher_logits=logits, resume=True)
+    assert calls["n"] == 5, "the resumed run must train steps 4..8, one micro batch each"
+    resumed, reference = load_log(out), load_log(full)
+    assert [r["step"] for r in resumed] == list(range(1, 9))
+    assert without_timing(resumed) == without_timing(reference)  # steps 4..8 trained again, bit for bit
+    a, b = student_state(full), student_state(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["qa_outputs.weight"], student_state_init(tiny_bert_dir)["qa_outputs.weight"])
+
+
+def test_resume_refuses_a_truncated_checkpoint(tiny_bert_dir, features, tmp_path):
+    config = cfg(max_steps=2, alpha=0.0)
+    train(tiny_bert_dir, tmp_path, config, features)
+    victim = next((tmp_path / "checkpoints" / "step2").glob("*optim_states.pt"))
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    with pytest.raises(InputError, match=r"step4.*optim_states\.pt is truncated"):
+    with pytest.raises(InputError, match=r"step2.*optim_states\.pt is truncated"):
         train(tiny_bert_dir, tmp_path, config, features, resume=True)
 
 
@@ -346,7 +388,7 @@ def test_two_ranks_log_the_same_losses_as_one_rank_with_the_same_global_batch(no
 
 @pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_leaves_the_last_checkpoint_intact(tiny_bert_dir, tmp_path):
-    from distill.train import verify_checkpoint
+    from distill.checkpoints import verify_checkpoint
 
     proc = run_worker(["--model", tiny_bert_dir, "--out", tmp_path, "--max-steps", 6, "--checkpoint-every", 2,
                        "--nan-at-step", 4], check=False)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_tiny_bert, write_squad_slice
+from conftest import write_squad_slice
+from distill.testing import make_tiny_bert
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
