@@ -29,7 +29,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def make_pair(pair: str):
@@ -37,7 +36,8 @@ def make_pair(pair: str):
     import torch
     from transformers import BertConfig, BertForQuestionAnswering, DistilBertConfig, DistilBertForQuestionAnswering
 
-    from distill.models import load_qa_model, student_from_teacher_layers
+    from distill.models import load_qa_model
+    from distill.student import student_from_teacher_layers
 
     if pair == "minilm":
         teacher = load_qa_model("minilm")
@@ -70,14 +70,15 @@ def main() -> int:
 
     import torch
 
-    from distill.cli import _setup_logging
+    from distill.cli import setup_logging
     from distill.data.features import WindowConfig, prepare_features
     from distill.data.squad import load_squad, take_questions
     from distill.models import load_tokenizer
     from distill.teacher import build_logit_cache
-    from distill.train import TrainConfig, train_student
+    from distill.recipe import TrainConfig
+    from distill.train import train_student
 
-    _setup_logging()
+    setup_logging()
     tokenizer = load_tokenizer("minilm")
     examples = take_questions(load_squad(args.squad, split="train"), args.questions)
     window = WindowConfig(max_seq_length=args.max_seq_length, doc_stride=args.doc_stride)

@@ -26,7 +26,6 @@ import copy
 import json
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -51,12 +50,6 @@ BEFORE = {
     },
     "steps_per_print": 10**9,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_model():
@@ -113,7 +106,7 @@ def ds_step_fn(config: dict):
 
 def shipped_after_config() -> dict:
     from distill.ds_config import build_ds_config
-    from distill.train import TrainConfig
+    from distill.recipe import TrainConfig
 
     cfg = TrainConfig(batch_size=BATCH, precision="bf16", ds_config=str(ROOT / "ds_configs" / "zero2_bf16.json"))
     return build_ds_config(cfg, world_size=1)
@@ -139,8 +132,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
 
+    from distill.distributed import free_port
+
     for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(_free_port())}.items():
+                       "MASTER_PORT": str(free_port())}.items():
         os.environ.setdefault(key, value)
     import deepspeed
 

@@ -95,7 +95,8 @@ def main() -> None:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     import distill.losses
-    from distill.train import TrainConfig, TrainingDiverged, train_student
+    from distill.recipe import TrainConfig
+    from distill.train import TrainingDiverged, train_student
 
     torch.set_num_threads(1)
     real_loss = distill.losses.distillation_loss

@@ -7,7 +7,7 @@ import pytest
 
 from distill.ds_config import build_ds_config
 from distill.errors import InputError
-from distill.train import TrainConfig
+from distill.recipe import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.name for p in (ROOT / "ds_configs").glob("*.json"))

@@ -9,7 +9,7 @@ import distill.precision as precision
 from distill.ds_config import build_ds_config
 from distill.errors import InputError
 from distill.precision import cpu_has_native_bf16, resolve
-from distill.train import TrainConfig
+from distill.recipe import TrainConfig
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""benchmarks/squad_cpu.py: held-out questions never overlap the training slice; work dirs never mix runs."""
+"""benchmarks/squad_cpu.py: held-out questions never overlap the training slice; run dirs never mix runs."""
 
 import importlib.util
 import json
@@ -50,19 +50,35 @@ def test_heldout_and_other_eval_files_do_not_default_to_the_committed_dev_result
     outs = {}
     for flags in ([], ["--heldout"], ["--eval-file", "/data/mine.json"], ["--quick", "--heldout"]):
         monkeypatch.setattr("sys.argv", ["squad_cpu.py", *flags])
-        outs[" ".join(flags)] = squad_cpu.parse_args().out.name
+        out = squad_cpu.parse_args().out
+        assert out.parent == ROOT / "benchmarks" / "results" / "squad_cpu"
+        outs[" ".join(flags)] = out.name
     assert outs == {"": "squad_cpu.json", "--heldout": "squad_cpu_heldout.json",
                     "--eval-file /data/mine.json": "squad_cpu_mine.json",
                     "--quick --heldout": "squad_cpu_quick_heldout.json"}
 
 
 def test_students_of_another_seed_or_teacher_get_their_own_work_dir(squad_cpu, monkeypatch):
-    def tag(flags, teacher="8a0e2a6d39d09a2379c9", alpha=0.5):
+    def tag(flags, key="8a0e2a6d39d09a2379c9", alpha=0.5):
         monkeypatch.setattr("sys.argv", ["squad_cpu.py", *flags])
-        return squad_cpu.student_tag(squad_cpu.parse_args(), teacher, alpha, 0.0, True)
+        return squad_cpu.student_tag(squad_cpu.parse_args(), key, alpha, 0.0, True)
 
     default = tag([])
     assert default == "t8a0e2a6d_s42_T2.0_a0.5_e2_lr0.0003_l0-2-4_grouped"
     assert tag(["--seed", "43"]) == tag(["--student-seed", "43"]) != default
-    assert len({default, tag([], teacher="0123456789abcdef0123"), tag(["--alpha", "0.7"], alpha=0.7),
+    assert len({default, tag([], key="0123456789abcdef0123"), tag(["--alpha", "0.7"], alpha=0.7),
                 tag(["--student-lr", "4e-4"]), tag(["--layers", "0,2,5"])}) == 5
+
+
+def test_shared_key_ignores_what_tells_the_two_students_apart_but_not_the_rest(squad_cpu):
+    from distill.recipe import load_recipe
+
+    def key(*overrides):
+        return squad_cpu.shared_key(load_recipe(squad_cpu.RECIPE, ["output_dir=/tmp/x", *overrides]))
+
+    kd = key("train.alpha=0.5", "output_dir=/tmp/kd")
+    assert key("train.alpha=0", "eval.teacher=false", "output_dir=/tmp/ce") == kd
+    assert key("train.alpha=0.5", "train.hidden_weight=1.0", "train.online_teacher=true") == kd
+    others = {key("teacher.finetune.lr=3e-4"), key("data.eval=/data/other.json"), key("data.train_questions=99"),
+              key("train.batch_size=8"), key("cache_dir=/tmp/other_cache")}
+    assert kd not in others and len(others) == 5

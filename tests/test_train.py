@@ -16,7 +16,9 @@ from distill.distributed import free_port
 from distill.errors import InputError
 from distill.files import MARKER
 from distill.testing import make_tiny_bert
-from distill.train import TrainConfig, epoch_order, train_student
+from distill.batching import epoch_order
+from distill.recipe import TrainConfig
+from distill.train import train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_train_worker.py"

@@ -204,7 +204,7 @@ def diverged(tmp_path_factory, rel_data, tiny_teacher, reference) -> dict:
       expected="exit 2 at step 3 naming the step; checkpoint step2 intact and verifiable; no student, no metrics")
 def test_nan_loss_stops_at_that_step_and_keeps_the_last_checkpoint(diverged, observed):
     """A NaN loss is caught in the step it appears, before it reaches the weights; step2 stays resumable."""
-    from distill.train import verify_checkpoint
+    from distill.checkpoints import verify_checkpoint
 
     out = diverged["out"]
     text = assert_refused(diverged["result"], "training diverged at step 3", "loss is nan",
