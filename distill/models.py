@@ -71,6 +71,11 @@ def load_qa_model(source: str | os.PathLike, *, seed: int = 0):
     The new head is drawn from a fixed seed (without touching the global RNG), so the same base model
     always gives the same weights and the same cache keys.
     """
+    return load_qa_model_and_head(source, seed=seed)[0]
+
+
+def load_qa_model_and_head(source: str | os.PathLike, *, seed: int = 0):
+    """(model, head_is_new): head_is_new when the checkpoint holds no QA-head weights (a base encoder)."""
     import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForQuestionAnswering
@@ -82,7 +87,8 @@ def load_qa_model(source: str | os.PathLike, *, seed: int = 0):
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return AutoModelForQuestionAnswering.from_pretrained(resolved)
+            model, info = AutoModelForQuestionAnswering.from_pretrained(resolved, output_loading_info=True)
+        return model, any("qa_outputs" in key for key in info["missing_keys"])
     except (OSError, ValueError, SafetensorError) as err:
         raise _hub_error(str(source), err) from err
     finally:

@@ -46,7 +46,7 @@ def _check_data(recipe: Recipe, loaded: dict, problems: list[str], notes: list[s
 
 
 def _check_models(recipe: Recipe, loaded: dict, problems: list[str], notes: list[str]) -> None:
-    from distill.models import load_qa_model, load_tokenizer, resolve_source, tokenizers_compatible
+    from distill.models import load_qa_model_and_head, load_tokenizer, resolve_source, tokenizers_compatible
 
     tokenizers, models = {}, {}
     student_key = "student.model" if recipe.student.model else "student.config"
@@ -59,7 +59,10 @@ def _check_models(recipe: Recipe, loaded: dict, problems: list[str], notes: list
             if key != "student.config":
                 tokenizers[key] = load_tokenizer(source)
                 # the weights too: a damaged file must fail here, not after features and teacher caching
-                models[key] = load_qa_model(source)
+                models[key], new_head = load_qa_model_and_head(source)
+                if new_head and key == "teacher.model" and recipe.teacher.finetune is None:
+                    problems.append(f"teacher.model: {source} has no trained QA head (no qa_outputs weights in its "
+                                    "checkpoint), so its logits would be random; add a teacher.finetune section")
         except InputError as err:
             problems.append(f"{key}: {err}")
     if "teacher.model" in tokenizers:

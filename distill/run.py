@@ -143,7 +143,7 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     logits = teacher_logits(recipe, teacher, features, cache_root)
     lap("teacher_logits")
 
-    student = make_student(recipe.student, teacher, loaded["models"].get("student.model"))
+    student = make_student(recipe.student, teacher, loaded["models"].get("student.model"), seed=recipe.train.seed)
     student_dir = train_student(recipe.train, student, tokenizer, features, out, teacher_logits=logits,
                                 teacher_model=teacher if recipe.train.online_teacher else None, resume=resume)
     lap("student_train")

@@ -13,8 +13,13 @@ import copy
 from distill.errors import InputError
 
 
-def make_student(cfg, teacher, pretrained=None):
-    """The untrained student for the recipe's `student` section `cfg`."""
+def make_student(cfg, teacher, pretrained=None, *, seed: int = 0):
+    """The untrained student for the recipe's `student` section `cfg`; a config-built one is drawn from `seed`.
+
+    The seed is set here (the global RNG is left as it was) because what ran before in the process, such as
+    a teacher fine-tune or not, would otherwise decide the student's initial weights.
+    """
+    import torch
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     from distill.models import load_qa_model, resolve_source
@@ -26,7 +31,10 @@ def make_student(cfg, teacher, pretrained=None):
             raise InputError(f"student.from_teacher_layers: {err}") from None
     if cfg.model is not None:
         return pretrained if pretrained is not None else load_qa_model(cfg.model)
-    return AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(resolve_source(cfg.config)))
+    config = AutoConfig.from_pretrained(resolve_source(cfg.config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForQuestionAnswering.from_config(config)
 
 
 def layer_list(model):

@@ -11,7 +11,7 @@ feature_index), writing nothing.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 
 class WindowConfig(BaseModel):
@@ -19,19 +19,26 @@ class WindowConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_seq_length: PositiveInt = 384
-    doc_stride: PositiveInt = 128
-    max_query_length: PositiveInt = 64
+    max_seq_length: PositiveInt = Field(384, description="Tokens per window: question, context and 3 special tokens.")
+    doc_stride: PositiveInt = Field(128, description="Overlap in tokens between consecutive windows of one context "
+                                                     "(as in HF run_qa); < max_seq_length - max_query_length - 3.")
+    max_query_length: PositiveInt = Field(64, description="Questions are cut to this many tokens.")
 
     @model_validator(mode="after")
     def _fits(self) -> "WindowConfig":
-        if self.doc_stride >= self.max_seq_length:
-            raise ValueError(f"doc_stride ({self.doc_stride}) must be smaller than max_seq_length ({self.max_seq_length})")
         # [CLS] question [SEP] context [SEP]: at least one context token must fit after the question.
-        if self.max_query_length + 3 >= self.max_seq_length:
+        room = self.max_seq_length - self.max_query_length - 3
+        if room < 1:
             raise ValueError(
                 f"max_query_length + 3 ({self.max_query_length + 3}) must be smaller than max_seq_length"
                 f" ({self.max_seq_length})"
+            )
+        # doc_stride is the overlap between windows (as in HF run_qa): it must leave new context in each
+        # window, or the tokenizer's overflow panics (a Rust PanicException, not a Python error).
+        if self.doc_stride >= room:
+            raise ValueError(
+                f"doc_stride ({self.doc_stride}) is the overlap between windows and must be smaller than"
+                f" max_seq_length - max_query_length - 3 = {room}, the context room left after the question"
             )
         return self
 

@@ -40,6 +40,15 @@ class Ctx:
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
         return path
 
+    def base_encoder(self) -> Path:
+        """The tiny teacher saved without its QA head, as a base encoder checkpoint is."""
+        from transformers import AutoModel, AutoTokenizer
+
+        path = self.tmp / "base_encoder"
+        AutoModel.from_pretrained(self.teacher).save_pretrained(path)
+        AutoTokenizer.from_pretrained(self.teacher).save_pretrained(path)
+        return path
+
     def squad(self, name: str, edit, src: str = "dev") -> Path:
         """A copy of a slice, changed by `edit(data_dict)`."""
         data = json.loads(self.data[src].read_text())
@@ -94,9 +103,15 @@ RECIPE_CASES = [
                  id="recipe-zero-size", marks=case(input="data.window.max_seq_length: 0", expected="exit 2, names the key")),
     pytest.param(lambda c: c.make(**{"data.train_questions": 0}), ["data.train_questions"],
                  id="recipe-zero-questions", marks=case(input="data.train_questions: 0", expected="exit 2, names the key")),
-    pytest.param(lambda c: c.make(**{"data.window.doc_stride": 96}), ["data.window", "doc_stride (96) must be smaller"],
-                 id="recipe-stride-ge-max-length",
+    pytest.param(lambda c: c.make(**{"data.window.doc_stride": 96}),
+                 ["data.window", "doc_stride (96) is the overlap between windows"], id="recipe-stride-ge-max-length",
                  marks=case(input="doc_stride 96 with max_seq_length 96", expected="exit 2, names data.window")),
+    pytest.param(lambda c: c.make(**{"data.window.max_seq_length": 128, "data.window.doc_stride": 100,
+                                     "data.window.max_query_length": 64}),
+                 ["data.window", "doc_stride (100)", "max_seq_length - max_query_length - 3 = 61"],
+                 id="recipe-stride-leaves-no-context",
+                 marks=case(input="max_seq_length 128, doc_stride 100, max_query_length 64 (overlap > context room)",
+                            expected="exit 2 at validation (was: a Rust PanicException traceback in the tokenizer)")),
     pytest.param(lambda c: c.make(**{"train.ds_config": "ds_configs/missing.json"}),
                  ["train.ds_config", "missing.json: file not found"], id="recipe-missing-ds-config",
                  marks=case(input="train.ds_config: ds_configs/missing.json", expected="exit 2, names key and file")),
@@ -131,6 +146,16 @@ RECIPE_CASES = [
                  ["teacher.model", "damaged_teacher: cannot load model"], id="recipe-teacher-weights-truncated",
                  marks=case(input="teacher directory whose model.safetensors is cut in half",
                             expected="exit 2 in preflight (was: traceback after features, exit 1)")),
+    pytest.param(lambda c: c.make(**{"teacher.model": str(c.base_encoder())}),
+                 ["teacher.model", "base_encoder has no trained QA head", "add a teacher.finetune section"],
+                 id="recipe-teacher-without-qa-head",
+                 marks=case(input="teacher.model: an encoder checkpoint without QA weights, no teacher.finetune",
+                            expected="exit 2 in preflight (was: distilled from a random head)")),
+    pytest.param(lambda c: c.make(**{"teacher.model": "minilm", "student.from_teacher_layers": [0, 1]}),
+                 ["teacher.model", "minilm has no trained QA head", "teacher.finetune"],
+                 id="recipe-packaged-minilm-without-finetune",
+                 marks=case(input="teacher.model: minilm (a sentence encoder) with no teacher.finetune",
+                            expected="exit 2 in preflight, naming teacher.finetune")),
     pytest.param(lambda c: c.make(**{"data.train": str(c.tmp / "gone.json")}), ["data.train", "gone.json"],
                  id="recipe-data-file-missing",
                  marks=case(input="data.train: a file that does not exist", expected="exit 2, names key and file")),
@@ -177,6 +202,17 @@ def test_validate_only_notes_fp16_on_cpu(ctx, cli, observed):
     assert result.exit_code == 0, result.stderr
     assert "note: train: ds_config zero2_fp16.json" in result.stderr or "fp16 needs a CUDA GPU" in result.stderr
     assert "fp16 needs a CUDA GPU" in result.stderr and result.stdout.strip().endswith(": ok")
+
+
+@case(input="`distill validate` with a teacher that has no QA head and no teacher.finetune",
+      expected="exit 2, names teacher.model and teacher.finetune; nothing created")
+def test_validate_refuses_a_teacher_without_qa_head(ctx, cli, observed):
+    recipe = ctx.make(**{"teacher.model": str(ctx.base_encoder())})
+    before = tree_hashes(ctx.tmp)
+    result = cli("validate", recipe)
+    observed("\n".join(error_block(result.stderr)))
+    assert_refused(result, "teacher.model", "no trained QA head", "teacher.finetune", problems=True)
+    assert tree_hashes(ctx.tmp) == before
 
 
 # ---------------------------------------------------------------- data files (`distill score`)
@@ -365,12 +401,13 @@ def test_eval_nonexistent_model_dir(ctx, cli, observed):
     assert not (ctx.tmp / "ev").exists()
 
 
-@case(input="`distill eval MODEL DATA --doc-stride 400` (>= max-seq-length 384)", expected="exit 2, names both options")
+@case(input="`distill eval MODEL DATA --doc-stride 400` (>= max-seq-length 384)", expected="exit 2, names the options")
 def test_eval_stride_longer_than_window(ctx, cli, observed):
     """Window options are validated together."""
     result = cli("eval", ctx.teacher, ctx.data["dev"], "--out", ctx.tmp / "ev", "--doc-stride", "400")
     observed(result.stderr)
-    assert_refused(result, "window options: doc_stride (400) must be smaller than max_seq_length (384)")
+    assert_refused(result, "window options: doc_stride (400) is the overlap between windows",
+                   "max_seq_length - max_query_length - 3 = 317")
 
 
 @case(input="`distill score DATA PRED --version 3.0`", expected="exit 2")
