@@ -95,6 +95,20 @@ def load_qa_model_and_head(source: str | os.PathLike, *, seed: int = 0):
         hf_logging.set_verbosity(verbosity)
 
 
+def save_tokenizer_for(model, tokenizer, path: str | os.PathLike) -> None:
+    """Save `tokenizer` beside `model`, emitting only inputs the model takes (DistilBERT has no token_type_ids)."""
+    import inspect
+
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(path)
+    accepts = inspect.signature(model.forward).parameters
+    names = [n for n in tokenizer.model_input_names if n in accepts]
+    if names != list(tokenizer.model_input_names):
+        # model_input_names is saved only when given at load time
+        AutoTokenizer.from_pretrained(str(path), model_input_names=names).save_pretrained(path)
+
+
 def set_attention_dropout(model, p: float) -> int:
     """Set the dropout on attention probabilities of every attention block to `p`; returns how many.
 

@@ -112,12 +112,17 @@ class StudentConfig(Strict):
     config: Optional[str] = Field(None, description="Random init from a config: hub id, directory or config.json.")
     from_teacher_layers: Optional[list[int]] = Field(
         None, description="Init from the teacher keeping these layers, e.g. [0, 2, 4] (DistilBERT-style).")
+    architecture: Literal["teacher", "distilbert"] = Field(
+        "teacher", description="With from_teacher_layers: `teacher` keeps the teacher's class (a BERT cut), "
+                               "`distilbert` maps a BERT teacher's layers onto a DistilBertForQuestionAnswering.")
 
     @model_validator(mode="after")
     def _exactly_one(self):
         given = [k for k in ("model", "config", "from_teacher_layers") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"set exactly one of model, config, from_teacher_layers (got {given or 'none'})")
+        if self.architecture != "teacher" and self.from_teacher_layers is None:
+            raise ValueError("student.architecture applies only with student.from_teacher_layers")
         return self
 
 

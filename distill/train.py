@@ -347,6 +347,8 @@ def finish(s: Session, step: int, tokenizer) -> Path:
     import torch
     import torch.distributed as tdist
 
+    from distill.models import save_tokenizer_for
+
     tag = f"step{step}" if s.last_saved == step else save_checkpoint(s, step)
     state = checkpoints.full_state_dict(s.engine, s.ds, s.ckpt_dir, tag)
     student_dir = s.output_dir / "student"
@@ -359,8 +361,8 @@ def finish(s: Session, step: int, tokenizer) -> Path:
         fresh = type(s.engine.module)(copy.deepcopy(s.engine.module.config))
         fresh.load_state_dict(state, strict=True)
         fresh.to(torch.float32).save_pretrained(tmp)
+        save_tokenizer_for(fresh, tokenizer, tmp)
         del fresh
-        tokenizer.save_pretrained(tmp)
         shutil.rmtree(student_dir, ignore_errors=True)
         tmp.rename(student_dir)
         log.info("student saved to %s", student_dir)
