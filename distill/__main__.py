@@ -1,3 +1,3 @@
-from distill.cli import app
+from distill.cli import main
 
-app(prog_name="distill")
+main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -328,8 +329,22 @@ def report_cmd(
         raise typer.Exit(code=EXIT_REGRESSION)
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m distill`
-    app()
+def strip_launcher_args(argv: list[str]) -> list[str]:
+    """Drop the `--local_rank=N` DeepSpeed's launcher puts before the command; its env (LOCAL_RANK) says the same."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name in ("--local_rank", "--local-rank"):
+            os.environ.setdefault("LOCAL_RANK", value if eq else next(it, ""))
+            continue
+        out.append(arg)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry (`distill`, `python -m distill`, `deepspeed --module distill`, `torchrun -m distill`)."""
+    app(args=strip_launcher_args(sys.argv[1:] if argv is None else list(argv)), prog_name="distill")
 
 
 if __name__ == "__main__":  # pragma: no cover
