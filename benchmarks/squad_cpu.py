@@ -74,6 +74,9 @@ def parse_args():
     p.add_argument("--teacher-grouped", action=argparse.BooleanOptionalAction, default=True,
                    help="fine-tune the teacher on length-grouped batches (0.62x the tokens computed on this slice)")
     p.add_argument("--layers", default="0,2,4")
+    p.add_argument("--architecture", choices=("distilbert", "teacher"), default="distilbert",
+                   help="student class (student.architecture): a DistilBERT mapped from the teacher's layers, or the "
+                        "teacher's own class cut to those layers (the BERT-class student of the committed results)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--student-seed", type=int, default=None,
                    help="seed of the two students only (default: --seed), to repeat them with the same teacher")
@@ -219,6 +222,7 @@ def main() -> int:
         f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
         f"train.temperature={args.temperature}", f"train.seed={args.student_seed}",
         "train.checkpoint_every=0", f"student.from_teacher_layers={args.layer_ids}",
+        f"student.architecture={args.architecture}",
         # the committed results trained with the models' own attention dropout, not the quickstart's 0
         "teacher.finetune.attention_dropout=null", "train.attention_dropout=null",
     ]
@@ -319,7 +323,7 @@ def main() -> int:
         f"train: first {summary['n_train_questions']} questions of train-v1.1 ({summary['n_train_features']} windows), "
         f"seq {args.max_seq_length} / stride {args.doc_stride}; eval: {summary['n_eval_questions']} questions of {eval_file.name}.",
         "",
-        f"teacher: {args.teacher_epochs} epoch(s), lr {args.teacher_lr}; students: layers {args.layers} of the fine-tuned "
+        f"teacher: {args.teacher_epochs} epoch(s), lr {args.teacher_lr}; students ({args.architecture}): layers {args.layers} of the fine-tuned "
         f"teacher, {args.student_epochs} epoch(s), lr {args.student_lr}, batch {args.batch_size}; KD: T {args.temperature}, "
         f"alpha {args.alpha}"
         + (f", hidden-state KD weight {args.hidden_weight} (teacher online)" if args.hidden_weight else "")
