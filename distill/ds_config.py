@@ -25,9 +25,6 @@ log = logging.getLogger("distill")
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTO = "auto"
-# torch AdamW defaults: train.py builds exactly this optimizer, so a config optimizer block must agree
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 
 
 def find_ds_config(path: str | Path) -> Path:
@@ -104,8 +101,8 @@ def build_ds_config(cfg, world_size: int = 1, *, total_steps: int | None = None,
         params = opt.setdefault("params", {})
         f.put(params, "lr", cfg.lr, "optimizer.params.lr", "lr")
         f.put(params, "weight_decay", cfg.weight_decay, "optimizer.params.weight_decay", "weight_decay")
-        f.put(params, "betas", list(ADAM_BETAS), "optimizer.params.betas", None, add=False)
-        f.put(params, "eps", ADAM_EPS, "optimizer.params.eps", None, add=False)
+        f.put(params, "betas", list(cfg.adam_betas), "optimizer.params.betas", "adam_betas", add=False)
+        f.put(params, "eps", cfg.adam_epsilon, "optimizer.params.eps", "adam_epsilon", add=False)
 
     sched = ds.get("scheduler")
     if isinstance(sched, dict) and total_steps is not None:

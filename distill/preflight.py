@@ -51,27 +51,31 @@ def _check_models(recipe: Recipe, loaded: dict, problems: list[str], notes: list
     tokenizers, models = {}, {}
     student_key = "student.model" if recipe.student.model else "student.config"
     student_source = recipe.student.model or recipe.student.config
-    for key, source in (("teacher.model", recipe.teacher.model), (student_key, student_source)):
+    teacher = recipe.teacher
+    for key, source in (("teacher.model", teacher.model if teacher else None), (student_key, student_source)):
         if source is None or _hub_skipped(key, source, notes):
             continue
         try:
             resolve_source(source)
-            if key != "student.config":
-                tokenizers[key] = load_tokenizer(source)
-                # the weights too: a damaged file must fail here, not after features and teacher caching
-                models[key], new_head = load_qa_model_and_head(source)
-                if new_head and key == "teacher.model" and recipe.teacher.finetune is None:
-                    problems.append(f"teacher.model: {source} has no trained QA head (no qa_outputs weights in its "
-                                    "checkpoint), so its logits would be random; add a teacher.finetune section")
+            if key == "student.config":
+                if teacher is None:  # fine-tune mode: the features are cut with the student's own tokenizer
+                    tokenizers[key] = load_tokenizer(source)
+                continue
+            tokenizers[key] = load_tokenizer(source)
+            # the weights too: a damaged file must fail here, not after features and teacher caching
+            models[key], new_head = load_qa_model_and_head(source)
+            if new_head and key == "teacher.model" and teacher.finetune is None:
+                problems.append(f"teacher.model: {source} has no trained QA head (no qa_outputs weights in its "
+                                "checkpoint), so its logits would be random; add a teacher.finetune section")
         except InputError as err:
             problems.append(f"{key}: {err}")
-    if "teacher.model" in tokenizers:
-        loaded["tokenizer"] = tokenizers["teacher.model"]
+    if tokenizers:  # the teacher's when there is one: the features are cut with it
+        loaded["tokenizer"] = tokenizers.get("teacher.model") or tokenizers[student_key]
     loaded["models"] = models
     if len(tokenizers) == 2:
         try:
-            tokenizers_compatible(tokenizers["teacher.model"], tokenizers["student.model"],
-                                  recipe.teacher.model, student_source)
+            tokenizers_compatible(tokenizers["teacher.model"], tokenizers["student.model"], teacher.model,
+                                  student_source)
         except InputError as err:
             problems.append(f"student.model: {err}")
 
@@ -94,7 +98,8 @@ def _check_layers(recipe: Recipe, loaded: dict, problems: list[str]) -> None:
 def _check_ds_configs(recipe: Recipe, for_run: bool, problems: list[str], notes: list[str]) -> None:
     from distill.ds_config import build_ds_config
 
-    for section, cfg in (("train", recipe.train), ("teacher.finetune", recipe.teacher.finetune)):
+    finetune = recipe.teacher.finetune if recipe.teacher else None
+    for section, cfg in (("train", recipe.train), ("teacher.finetune", finetune)):
         if cfg is None:
             continue
         try:

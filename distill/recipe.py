@@ -7,6 +7,7 @@ are collected and raised together as one InputError, each line prefixed with its
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import ClassVar, Literal, Optional
@@ -45,9 +46,16 @@ class TrainConfig(BaseModel):
     max_steps: Optional[int] = Field(None, gt=0, description="Stop after this many optimizer steps; overrides epochs.")
     batch_size: int = Field(8, gt=0, description="Micro batch per rank (DeepSpeed train_micro_batch_size_per_gpu).")
     gradient_accumulation: int = Field(1, gt=0, description="Micro batches per optimizer step.")
-    lr: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW), linear warmup then linear decay to 0.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW), reached after the warmup.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="After a linear warmup: linear decay to 0, cosine decay to 0, or constant.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm).")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Fraction of optimizer steps spent warming up.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    warmup_ratio: Optional[float] = Field(
+        0.1, ge=0, le=1, description="Fraction of optimizer steps spent warming up (null when warmup_steps is set).")
+    warmup_steps: Optional[int] = Field(
+        None, ge=0, description="Warmup in optimizer steps, instead of warmup_ratio (give one of the two).")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping (DeepSpeed gradient_clipping); 0 = off.")
     temperature: float = Field(2.0, gt=0, description="KD softmax temperature T (the KD term is scaled by T^2).")
     alpha: float = Field(0.5, ge=0, le=1, description="loss = alpha*KD + (1-alpha)*CE; 0 trains on gold spans only.")
@@ -73,6 +81,29 @@ class TrainConfig(BaseModel):
         False, description="Put windows of similar length in the same step: less padding computed (0.67x step "
                            "time at seq 256 on SQuAD) but a less even mix per step; hurt a short fresh-head fine-tune "
                            "once, not a longer one (docs/training.md).")
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas_in_range(cls, v):
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_warmup(self):
+        if self.warmup_steps is not None:
+            if "warmup_ratio" in self.model_fields_set and self.warmup_ratio is not None:
+                raise ValueError(f"{self.section}.warmup_steps and {self.section}.warmup_ratio are both set; give one")
+            self.warmup_ratio = None  # so the resolved recipe says which one applies
+        elif self.warmup_ratio is None:
+            raise ValueError(f"{self.section}.warmup_ratio is null but {self.section}.warmup_steps is not set")
+        return self
+
+    def warmup_for(self, total_steps: int) -> int:
+        """Warmup optimizer steps for a run of `total_steps`."""
+        if self.warmup_steps is not None:
+            return min(self.warmup_steps, total_steps)
+        return math.ceil(total_steps * self.warmup_ratio)
 
     @property
     def teacher_runs_online(self) -> bool:
@@ -147,7 +178,9 @@ class Recipe(Strict):
     output_dir: str = Field(description="Where the run writes its outputs; never overwritten by another run.")
     cache_dir: str = Field(".cache/distill", description="Shared cache: fine-tuned teachers and teacher logits.")
     data: DataConfig
-    teacher: TeacherConfig
+    teacher: Optional[TeacherConfig] = Field(
+        None, description="The model to distil from; without this section the run fine-tunes student.model on "
+                          "gold spans only (fine-tune mode).")
     student: StudentConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -155,8 +188,8 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _needs_teacher_signal(self):
+        problems = self._finetune_mode_problems() if self.teacher is None else []
         t = self.train
-        problems = []
         if t.online_teacher and t.alpha == 0 and t.hidden_weight == 0:
             problems.append("train.online_teacher needs train.alpha > 0 or train.hidden_weight > 0 "
                             "(otherwise the teacher is never used)")
@@ -171,6 +204,21 @@ class Recipe(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _finetune_mode_problems(self) -> list[str]:
+        """Without a teacher, train on gold spans only: alpha defaults to 0, and nothing may need a teacher."""
+        t, problems = self.train, []
+        if "alpha" in t.model_fields_set and t.alpha > 0:
+            problems.append("train.alpha: must be 0 without a teacher section (fine-tune mode trains on gold spans)")
+        t.alpha = 0.0
+        if t.online_teacher or t.hidden_weight > 0:
+            problems.append("train.online_teacher/hidden_weight: need a teacher section")
+        if self.student.from_teacher_layers is not None:
+            problems.append("student.from_teacher_layers: needs a teacher section")
+        if "teacher" in self.eval.model_fields_set and self.eval.teacher:
+            problems.append("eval.teacher: there is no teacher section to evaluate")
+        self.eval.teacher = False
+        return problems
 
 
 # ---------------------------------------------------------------- loading

@@ -8,7 +8,8 @@ and into recipe.cache_dir: fine-tuned teachers (teachers/<key>/) and teacher log
 
 Stages, each in its own module and skipped when its result is cached: preflight (every input loaded and
 checked) -> data.features -> teacher (fine-tune if asked, logit cache) -> student (build) -> train ->
-predict.evaluate of teacher and student.
+predict.evaluate of teacher and student. Without a `teacher` section (fine-tune mode) the teacher stages
+are skipped and the student trains on gold spans only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import logging
 import os
 import time
 from pathlib import Path
+
+import yaml
 
 from distill.distributed import barrier, launcher_rank
 from distill.errors import InputError
@@ -41,14 +44,23 @@ def claim_output_dir(recipe: Recipe, resume: bool, *, write: bool = True) -> Pat
         if not saved.is_file():
             raise InputError(f"output_dir {out}: exists and holds files that are not a distill run; choose another")
         if saved.read_text() != resolved:
-            raise InputError(
-                f"output_dir {out}: holds a run of a different recipe ({saved}); choose another output_dir")
+            changed = _changed_keys(yaml.safe_load(saved.read_text()), yaml.safe_load(resolved))
+            raise InputError(f"output_dir {out}: holds a run of a different recipe ({saved}; differs in "
+                             f"{', '.join(changed) or 'formatting'}); choose another output_dir or undo the change")
         if not resume:
             raise InputError(f"output_dir {out}: already holds this run; pass --resume to continue it")
     elif resume:
         log.info("--resume: %s holds no run yet, starting fresh", out)
     write_text(out / RESOLVED, resolved)
     return out
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    """Dotted recipe keys whose values differ between two resolved recipes."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new), key=str)
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 class _Laps:
@@ -88,6 +100,21 @@ def evaluate_models(recipe: Recipe, models: dict, tokenizer, examples, out: Path
     return metrics
 
 
+def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root: Path):
+    """(teacher model, its directory), fine-tuned first when the recipe asks; (None, None) in fine-tune mode."""
+    from distill.models import load_qa_model, resolve_source
+    from distill.teacher import finetune_teacher
+
+    if recipe.teacher is None:
+        return None, None
+    teacher = loaded["models"].get("teacher.model") or load_qa_model(recipe.teacher.model)
+    teacher_dir = resolve_source(recipe.teacher.model)
+    if recipe.teacher.finetune is not None:
+        teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, features, cache_root))
+        teacher = load_qa_model(teacher_dir)
+    return teacher, teacher_dir
+
+
 def teacher_logits(recipe: Recipe, teacher, features, cache_root: Path):
     """The cached teacher logits the student trains on, or None when it needs none (CE only, online)."""
     from distill.teacher import build_logit_cache
@@ -111,11 +138,10 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     from distill.data.features import prepare_features
     from distill.distributed import init_distributed
     from distill.files import write_json
-    from distill.models import load_qa_model, resolve_source
+    from distill.models import load_qa_model
     from distill.precision import default_device
     from distill.preflight import preflight
     from distill.student import make_student
-    from distill.teacher import finetune_teacher
     from distill.train import train_student
 
     lap = _Laps()
@@ -133,14 +159,10 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     log.info("features: %d train windows from %d questions", len(features), len(loaded["train"]))
     lap("features")
 
-    teacher = loaded["models"].get("teacher.model") or load_qa_model(recipe.teacher.model)
-    teacher_dir = resolve_source(recipe.teacher.model)
-    if recipe.teacher.finetune is not None:
-        teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, features, cache_root))
-        teacher = load_qa_model(teacher_dir)
+    teacher, teacher_dir = teacher_stage(recipe, loaded, tokenizer, features, cache_root)
     lap("teacher_finetune")
 
-    logits = teacher_logits(recipe, teacher, features, cache_root)
+    logits = teacher_logits(recipe, teacher, features, cache_root) if teacher is not None else None
     lap("teacher_logits")
 
     student = make_student(recipe.student, teacher, loaded["models"].get("student.model"), seed=recipe.train.seed)
@@ -150,10 +172,11 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     if rank != 0:
         return {}
 
-    models = {"teacher": teacher} if recipe.eval.teacher else {}
+    models = {"teacher": teacher} if recipe.eval.teacher and teacher is not None else {}
     models["student"] = load_qa_model(str(student_dir))
     metrics = evaluate_models(recipe, models, tokenizer, loaded["eval"], out)
     lap("eval")
-    metrics.update(stage_seconds=lap.seconds, teacher_dir=teacher_dir, student_dir=str(student_dir))
+    metrics.update(n_train_features=len(features), stage_seconds=lap.seconds, student_dir=str(student_dir),
+                   **({"teacher_dir": teacher_dir} if teacher_dir else {}))
     write_json(out / "metrics.json", metrics)
     return metrics

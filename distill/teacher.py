@@ -57,7 +57,8 @@ def settings_hash(obj) -> str:
 
 # settings added after teachers were first cached: at these values they train exactly as before,
 # so they stay out of the key
-_KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers": None, "attention_dropout": None}
+_KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers": None, "attention_dropout": None,
+                "lr_scheduler": "linear", "adam_betas": [0.9, 0.999], "adam_epsilon": 1e-8, "warmup_steps": None}
 
 
 def finetune_key(cfg, weights: str, fingerprint: str) -> str:

@@ -119,15 +119,17 @@ class Session:
 def _build_engine(cfg: TrainConfig, model, ds: dict, total_steps: int, warmup_steps: int):
     import deepspeed
     import torch
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_scheduler
 
     seed_everything(cfg.seed)
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     optimizer = None if "optimizer" in ds else torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+        betas=tuple(cfg.adam_betas), eps=cfg.adam_epsilon)
+    name = {"constant": "constant_with_warmup"}.get(cfg.lr_scheduler, cfg.lr_scheduler)
     scheduler = None if "scheduler" in ds else (
-        lambda opt: get_linear_schedule_with_warmup(opt, warmup_steps, total_steps))
+        lambda opt: get_scheduler(name, opt, num_warmup_steps=warmup_steps, num_training_steps=total_steps))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
     return engine
 
@@ -158,7 +160,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     rows_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     steps_per_epoch = math.ceil(len(features) / rows_per_step)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    warmup_steps = math.ceil(total_steps * cfg.warmup_ratio)
+    warmup_steps = cfg.warmup_for(total_steps)
     ds = build_ds_config(cfg, world, total_steps=total_steps, warmup_steps=warmup_steps, device=device,
                          precision=precision)
     engine = _build_engine(cfg, student_model, ds, total_steps, warmup_steps)

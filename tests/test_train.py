@@ -402,3 +402,13 @@ def test_nan_loss_stops_naming_the_step_and_leaves_the_last_checkpoint_intact(ti
     verify_checkpoint(ckpt / "step2")
     assert [r["step"] for r in load_log(tmp_path)] == [1, 2, 3]
     assert not (tmp_path / "student").exists()
+
+
+def test_cosine_schedule_follows_warmup_steps_then_decays_to_zero(tiny_bert_dir, features, tmp_path):
+    import math
+
+    config = cfg(max_steps=6, alpha=0.0, warmup_ratio=None, warmup_steps=2, lr_scheduler="cosine")
+    train(tiny_bert_dir, tmp_path, config, features)
+    peak = config.lr
+    expected = [peak * (k / 2 if k < 2 else 0.5 * (1 + math.cos(math.pi * (k - 2) / 4))) for k in range(1, 7)]
+    assert [r["lr"] for r in load_log(tmp_path)] == pytest.approx(expected, abs=1e-12)

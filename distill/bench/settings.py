@@ -104,12 +104,13 @@ def settings_from_run_dir(run_dir: Path) -> tuple[dict, "object"]:
         except json.JSONDecodeError as err:
             raise InputError(f"{metrics_file}: malformed JSON: {err.msg}") from None
     # The run may have fine-tuned the teacher into the cache; metrics.json says where.
-    teacher = metrics.get("teacher_dir") or recipe.teacher.model
+    # None for a fine-tune run (no teacher section): then --teacher names the model to compare with
+    teacher = metrics.get("teacher_dir") or (recipe.teacher.model if recipe.teacher else None)
     student = run_dir / "student"
     if not (student / "config.json").is_file():
         raise InputError(f"{run_dir}: no trained student in {student} (has the run finished?)")
     w = recipe.data.window
-    kwargs = dict(teacher=str(teacher), student=str(student), data=recipe.data.eval,
+    kwargs = dict(teacher=teacher and str(teacher), student=str(student), data=recipe.data.eval,
                   data_split=recipe.data.eval_split, max_questions=recipe.data.eval_questions,
                   seq_len=w.max_seq_length, doc_stride=w.doc_stride, max_query_length=w.max_query_length,
                   precision=recipe.eval.precision, eval_batch_size=recipe.eval.batch_size,

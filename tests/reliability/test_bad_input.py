@@ -436,7 +436,7 @@ def _fake_other_run(out: Path, recipe_path: Path, ctx) -> None:
 
 @pytest.mark.parametrize("resume", [False, True], ids=["plain", "resume"])
 @case(input="output_dir holds a run of a different recipe (seed 99)",
-      expected="exit 2 with and without --resume; every file in it unchanged")
+      expected="exit 2 with and without --resume, naming the changed key; every file in it unchanged")
 def test_output_dir_of_another_run_is_refused_and_untouched(resume, ctx, cli, observed):
     """An output_dir holding another recipe's run is never reused or overwritten, even with --resume."""
     recipe = ctx.make()
@@ -445,7 +445,7 @@ def test_output_dir_of_another_run_is_refused_and_untouched(resume, ctx, cli, ob
     before = tree_hashes(out)
     result = cli("run", recipe, *(["--resume"] if resume else []))
     observed(result.stderr.strip().splitlines()[-1])
-    assert_refused(result, f"output_dir {out}", "different recipe")
+    assert_refused(result, f"output_dir {out}", "different recipe", "differs in train.seed")
     assert tree_hashes(out) == before and not (ctx.tmp / "cache").exists()
 
 

@@ -1,0 +1,35 @@
+"""Fine-tune mode: a recipe without a teacher section trains student.model on gold spans, nothing else."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from conftest import write_squad_slice
+from distill.cli import app
+
+
+def test_a_recipe_without_teacher_trains_and_scores_only_the_student(tmp_path, squad_dir, tiny_bert_dir):
+    train = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
+    dev = write_squad_slice(squad_dir / "dev-v1.1.json", tmp_path / "dev.json", n_paragraphs=2)
+    recipe = {
+        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+        "data": {"train": str(train), "eval": str(dev), "train_questions": 24, "eval_questions": 10,
+                 "window": {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}},
+        "student": {"model": str(tiny_bert_dir)},
+        "train": {"max_steps": 3, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
+                  "log_every": 1, "warmup_steps": 1, "lr_scheduler": "constant"},
+        "eval": {"precision": "fp32"},
+    }
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "student" in metrics and "teacher" not in metrics and "teacher_dir" not in metrics
+    assert not (out / "teacher_predictions.json").exists() and not (tmp_path / "cache").exists()
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["kd_loss"] for r in log] == [0.0, 0.0, 0.0]
+    lr = 5e-5  # the default peak: one warmup step, then constant
+    assert [r["lr"] for r in log] == [lr, lr, lr]
