@@ -163,6 +163,20 @@ def run_cmd(
     typer.echo(json.dumps({k: metrics[k] for k in ("teacher", "student") if k in metrics}))
 
 
+def _window(max_seq_length: int, doc_stride: int, max_query_length: int):
+    from pydantic import ValidationError
+
+    from distill.data.features import WindowConfig
+
+    try:
+        return WindowConfig(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length)
+    except ValidationError as err:
+        # a model-level check (doc_stride vs max_seq_length) has an empty loc: name the window options then
+        raise InputError("; ".join(
+            f"{'--' + '-'.join(str(p) for p in e['loc']).replace('_', '-') if e['loc'] else 'window options'}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
+
+
 @app.command("eval")
 @user_errors
 def eval_cmd(
@@ -177,24 +191,45 @@ def eval_cmd(
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
 ) -> None:
     """Run a QA model over SQuAD and write official-format predictions and scores."""
-    from pydantic import ValidationError
-
-    from distill.data.features import WindowConfig
     from distill.predict import evaluate_model
 
-    try:
-        window = WindowConfig(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length)
-    except ValidationError as err:
-        # a model-level check (doc_stride vs max_seq_length) has an empty loc: name the window options then
-        raise InputError("; ".join(
-            f"{'--' + '-'.join(str(p) for p in e['loc']).replace('_', '-') if e['loc'] else 'window options'}: "
-            f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())) from None
+    window = _window(max_seq_length, doc_stride, max_query_length)
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected auto, fp32, bf16 or fp16")
     setup_logging()
     metrics = evaluate_model(model, data_file, out, window=window, batch_size=batch_size, precision=precision,
                              max_questions=max_questions)
     typer.echo(json.dumps(metrics))
+
+
+@app.command("answer")
+@user_errors
+def answer_cmd(
+    model: Annotated[str, typer.Argument(help="QA model: directory, hub id, or `minilm`.")],
+    question: Annotated[Optional[str], typer.Option(help="The question.")] = None,
+    context: Annotated[Optional[str], typer.Option(help="The text to answer from.")] = None,
+    context_file: Annotated[Optional[Path], typer.Option(help="Read the context from this file.")] = None,
+    jsonl: Annotated[Optional[Path], typer.Option(
+        help="Batch: one JSON object per line with question, context (and optional id); prints one line each.")] = None,
+    max_seq_length: Annotated[int, typer.Option(min=8)] = 384,
+    doc_stride: Annotated[int, typer.Option(min=1)] = 128,
+    max_query_length: Annotated[int, typer.Option(min=1)] = 64,
+    null_threshold: Annotated[Optional[float], typer.Option(
+        help="SQuAD v2 models: answer \"\" when null score - best span score exceeds this (eval.null_threshold).")] = None,
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16.")] = "auto",
+) -> None:
+    """Answer a question about a context (long contexts are windowed); prints JSON {answer, score, start, end}."""
+    from distill.answer import answer_questions, read_items
+    from distill.models import load_qa_model, load_tokenizer
+
+    window = _window(max_seq_length, doc_stride, max_query_length)
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r}: expected auto, fp32, bf16 or fp16")
+    items = read_items(question, context, context_file, jsonl)
+    results = answer_questions(load_qa_model(model), load_tokenizer(model), items, window=window,
+                               precision=precision, null_threshold=null_threshold)
+    for item, result in zip(items, results):
+        typer.echo(json.dumps({"id": item["id"], **result} if jsonl is not None else result, ensure_ascii=False))
 
 
 F1DropOpt = Annotated[Optional[float], typer.Option(

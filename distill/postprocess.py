@@ -78,10 +78,14 @@ def _best_spans(start_logits, end_logits, valid, n_best_size: int, max_answer_le
     return score, best_start, best_end
 
 
-def postprocess_predictions(examples, features, start_logits, end_logits, *, n_best_size: int = 20,
-                            max_answer_length: int = 30, version_2: bool = False, null_threshold: float = 0.0
-                            ) -> tuple[dict[str, str], dict[str, float]]:
-    """Best answer text per question id, and v2.0 no-answer probabilities (see module doc)."""
+def best_answers(examples, features, start_logits, end_logits, *, n_best_size: int = 20,
+                 max_answer_length: int = 30) -> dict[str, dict]:
+    """Per question id: the best span over its windows (see module doc).
+
+    {"text", "start", "end" (char offsets into the context; -1 when no window has a valid span),
+    "span_score" (start + end logit), "null_score" (min over windows of the CLS start + end logits),
+    "span_probability" (softmax start x end probability of the span within its window, over context + CLS)}.
+    """
     start_logits = np.asarray(start_logits, dtype=np.float64)
     end_logits = np.asarray(end_logits, dtype=np.float64)
     if start_logits.ndim != 2 or start_logits.shape != end_logits.shape:
@@ -101,7 +105,8 @@ def postprocess_predictions(examples, features, start_logits, end_logits, *, n_b
         raise ValueError(f"feature for question {err.args[0]} which is not among the examples") from None
 
     char_start, char_end = _offset_arrays(features, n, seq)
-    score, tok_start, tok_end = _best_spans(start_logits, end_logits, char_start >= 0, n_best_size, max_answer_length)
+    valid = char_start >= 0
+    score, tok_start, tok_end = _best_spans(start_logits, end_logits, valid, n_best_size, max_answer_length)
 
     # One sort groups features by question with the best-scoring window first (stable: earliest wins ties).
     order = np.lexsort((-score, feat_ex))
@@ -112,19 +117,50 @@ def postprocess_predictions(examples, features, start_logits, end_logits, *, n_b
     null_score = np.full(len(ids), np.inf)
     np.minimum.at(null_score, feat_ex, start_logits[:, 0] + end_logits[:, 0])
 
-    predictions: dict[str, str] = {}
-    na_probs: dict[str, float] = {}
+    answers = {}
     for i, qid in enumerate(ids):
         f = best_feature[i]
-        span_score = score[f] if f >= 0 else -np.inf
-        text = ""
+        span_score = float(score[f]) if f >= 0 else -np.inf
+        found = {"text": "", "start": -1, "end": -1, "span_score": span_score, "null_score": float(null_score[i]),
+                 "span_probability": 0.0}
         if np.isfinite(span_score):
-            text = contexts[i][char_start[f, tok_start[f]] : char_end[f, tok_end[f]]]
+            lo, hi = int(char_start[f, tok_start[f]]), int(char_end[f, tok_end[f]])
+            found.update(text=contexts[i][lo:hi], start=lo, end=hi,
+                         span_probability=_span_probability(start_logits[f], end_logits[f], valid[f],
+                                                            tok_start[f], tok_end[f]))
+        answers[qid] = found
+    return answers
+
+
+def _span_probability(start, end, valid, s: int, e: int) -> float:
+    keep = valid.copy()
+    keep[0] = True  # CLS, the no-answer slot, takes part as in the losses
+    ps = np.exp(start[s] - np.logaddexp.reduce(start[keep]))
+    pe = np.exp(end[e] - np.logaddexp.reduce(end[keep]))
+    return float(ps * pe)
+
+
+def no_answer_probability(found: dict) -> float:
+    """sigmoid(null_score - span_score): the v2.0 na_prob (see module doc)."""
+    diff = found["null_score"] - found["span_score"]
+    if not np.isfinite(diff):
+        return float(diff > 0)
+    with np.errstate(over="ignore"):
+        return float(1.0 / (1.0 + np.exp(-diff)))
+
+
+def postprocess_predictions(examples, features, start_logits, end_logits, *, n_best_size: int = 20,
+                            max_answer_length: int = 30, version_2: bool = False, null_threshold: float = 0.0
+                            ) -> tuple[dict[str, str], dict[str, float]]:
+    """Best answer text per question id, and v2.0 no-answer probabilities (see module doc)."""
+    answers = best_answers(examples, features, start_logits, end_logits, n_best_size=n_best_size,
+                           max_answer_length=max_answer_length)
+    predictions: dict[str, str] = {}
+    na_probs: dict[str, float] = {}
+    for qid, found in answers.items():
+        predictions[qid] = found["text"]
         if version_2:
-            diff = null_score[i] - span_score
-            predictions[qid] = "" if diff > null_threshold else text
-            with np.errstate(over="ignore"):
-                na_probs[qid] = float(1.0 / (1.0 + np.exp(-diff))) if np.isfinite(diff) else float(diff > 0)
-        else:
-            predictions[qid] = text
+            if found["null_score"] - found["span_score"] > null_threshold:
+                predictions[qid] = ""
+            na_probs[qid] = no_answer_probability(found)
     return predictions, na_probs
