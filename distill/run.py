@@ -3,7 +3,8 @@
 Reads: a Recipe (see recipe.py). Writes into recipe.output_dir:
   recipe.resolved.yaml   the validated recipe with every default filled in
   train_log.jsonl, tensorboard/, checkpoints/, student/   (train.py)
-  teacher_predictions.json, predictions.json (student), [teacher_]na_probs.json (v2), metrics.json
+  teacher_predictions.json, predictions.json (student), [teacher_]na_probs.json (v2), metrics.json,
+  student/README.md (model card, distill.card; the fine-tuned teacher gets one too)
 and into recipe.cache_dir: fine-tuned teachers (teachers/<key>/) and teacher logits (teacher_logits/<key>/).
 
 Stages, each in its own module and skipped when its result is cached: preflight (every input loaded and
@@ -102,6 +103,7 @@ def evaluate_models(recipe: Recipe, models: dict, tokenizer, examples, out: Path
 
 def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root: Path):
     """(teacher model, its directory), fine-tuned first when the recipe asks; (None, None) in fine-tune mode."""
+    from distill.card import data_summary, write_teacher_card
     from distill.models import load_qa_model, resolve_source
     from distill.teacher import finetune_teacher
 
@@ -112,6 +114,8 @@ def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root:
     if recipe.teacher.finetune is not None:
         teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, features, cache_root))
         teacher = load_qa_model(teacher_dir)
+        if launcher_rank()[0] == 0:
+            write_teacher_card(recipe, Path(teacher_dir), data_summary(recipe.data.train, loaded["train"], features))
     return teacher, teacher_dir
 
 
@@ -135,6 +139,7 @@ def teacher_logits(recipe: Recipe, teacher, features, cache_root: Path):
 
 def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike | None = None) -> dict:
     """Every stage of the recipe in order; rank 0 returns metrics.json's contents (other ranks: {})."""
+    from distill.card import data_summary, write_student_card
     from distill.data.features import prepare_features
     from distill.distributed import init_distributed
     from distill.files import write_json
@@ -179,4 +184,5 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     metrics.update(n_train_features=len(features), stage_seconds=lap.seconds, student_dir=str(student_dir),
                    **({"teacher_dir": teacher_dir} if teacher_dir else {}))
     write_json(out / "metrics.json", metrics)
+    write_student_card(recipe, student_dir, data_summary(recipe.data.train, loaded["train"], features), metrics)
     return metrics

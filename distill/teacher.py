@@ -1,7 +1,8 @@
 """Teacher stage: fine-tune a QA teacher when asked, then cache its soft start/end logits.
 
 Reads: a teacher model (hub id, directory or `minilm`), the features Dataset from `data.features`.
-Writes, under CACHE/teachers/<key>/: the fine-tuned teacher (HF format, with its tokenizer), trained in
+Writes, under CACHE/teachers/<key>/: the fine-tuned teacher (HF format, with its tokenizer and its
+train_log.jsonl), trained in
 CACHE/teachers/<key>.work/ by `train.train_student` (CE only) and renamed into place when finished; the key
 hashes the base weights, the features' fingerprint and the fine-tuning settings, with precision as resolved.
 Writes, under CACHE/teacher_logits/<key>/: `shard-*.npz` while building (row ids and logits, each written
@@ -88,6 +89,7 @@ def finetune_teacher(cfg, teacher, tokenizer, features, cache_root: Path) -> Pat
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(student_dir, tmp)
+        shutil.copy2(work / "train_log.jsonl", tmp / "train_log.jsonl")  # the model card's training record
         tmp.rename(final)
         shutil.rmtree(work, ignore_errors=True)
     barrier()

@@ -11,7 +11,7 @@ from distill.cli import app
 from distill.errors import InputError
 from distill.testing import make_tiny_bert
 
-FAST = ["--batch-sizes", "1,2", "--max-questions", "6", "--seq-len", "128", "--doc-stride", "64",
+FAST = ["--batch-sizes", "1,2", "--max-questions", "6", "--seq-len", "128", "--doc-stride", "48",
         "--precision", "fp32", "--threads", "1", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0",
         "--no-progress"]
 

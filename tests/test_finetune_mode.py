@@ -33,3 +33,33 @@ def test_a_recipe_without_teacher_trains_and_scores_only_the_student(tmp_path, s
     assert [r["kd_loss"] for r in log] == [0.0, 0.0, 0.0]
     lr = 5e-5  # the default peak: one warmup step, then constant
     assert [r["lr"] for r in log] == [lr, lr, lr]
+
+
+def test_the_saved_student_has_a_model_card_whose_numbers_are_the_runs(tmp_path, squad_dir, tiny_bert_dir):
+    train = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
+    dev = write_squad_slice(squad_dir / "dev-v1.1.json", tmp_path / "dev.json", n_paragraphs=2)
+    recipe = {
+        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+        "data": {"train": str(train), "eval": str(dev), "train_questions": 24, "eval_questions": 10,
+                 "window": {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}},
+        "student": {"model": str(tiny_bert_dir)},
+        "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
+                  "log_every": 1},
+        "eval": {"precision": "fp32"},
+    }
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert CliRunner().invoke(app, ["run", str(path)]).exit_code == 0
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    card = (out / "student" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["base_model"] == str(tiny_bert_dir) and front["pipeline_tag"] == "question-answering"
+    values = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
+    assert values == {"exact_match": round(metrics["student"]["exact_match"], 2), "f1": round(metrics["student"]["f1"], 2)}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    for epoch in (1, 2):
+        losses = [r["loss"] for r in log if epoch - 1 < r["epoch"] <= epoch]
+        step = max(r["step"] for r in log if epoch - 1 < r["epoch"] <= epoch)
+        assert f"| {epoch} | {step} | {sum(losses) / len(losses):.4f} | n/a |" in card
+    assert "| f1 | " + f"{metrics['student']['f1']:.4f} |" in card and "sha256" in card
