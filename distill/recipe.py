@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from distill.data.features import WindowConfig
 from distill.errors import InputError
@@ -165,6 +165,9 @@ class EvalConfig(Strict):
     precision: Precision = Field("auto", description="Inference precision.")
     teacher: bool = Field(True, description="Also evaluate the teacher (false: only the student, e.g. when the "
                                             "teacher was scored by an earlier run sharing its cache).")
+    every: Optional[Union[Literal["epoch"], PositiveInt]] = Field(
+        None, description="Validation loss (the training CE on the eval set's windows) during training: `epoch` "
+                          "or every N optimizer steps, into train_log.jsonl, TensorBoard and the model card; null = off.")
 
 
 class BenchGate(Strict):

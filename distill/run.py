@@ -137,6 +137,16 @@ def teacher_logits(recipe: Recipe, teacher, features, cache_root: Path):
     return logits
 
 
+def log_epoch_table(out: Path) -> None:
+    """The per-epoch Training/Validation Loss table of the model card, in the log at the end of a run."""
+    from distill.card import epoch_table
+
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+    rows = [f"{r['epoch']:>5} | {r['step']:>6} | {fmt(r['training_loss']):>13} | {fmt(r['validation_loss']):>15}"
+            for r in epoch_table(out / "train_log.jsonl")]
+    log.info("Epoch |   Step | Training Loss | Validation Loss\n%s", "\n".join(rows))
+
+
 def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike | None = None) -> dict:
     """Every stage of the recipe in order; rank 0 returns metrics.json's contents (other ranks: {})."""
     from distill.card import data_summary, write_student_card
@@ -171,8 +181,12 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     lap("teacher_logits")
 
     student = make_student(recipe.student, teacher, loaded["models"].get("student.model"), seed=recipe.train.seed)
+    validation = None
+    if recipe.eval.every is not None:
+        validation = (prepare_features(loaded["eval"], tokenizer, recipe.data.window), recipe.eval.every)
     student_dir = train_student(recipe.train, student, tokenizer, features, out, teacher_logits=logits,
-                                teacher_model=teacher if recipe.train.online_teacher else None, resume=resume)
+                                teacher_model=teacher if recipe.train.online_teacher else None, resume=resume,
+                                validation=validation)
     lap("student_train")
     if rank != 0:
         return {}
@@ -185,4 +199,5 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
                    **({"teacher_dir": teacher_dir} if teacher_dir else {}))
     write_json(out / "metrics.json", metrics)
     write_student_card(recipe, student_dir, data_summary(recipe.data.train, loaded["train"], features), metrics)
+    log_epoch_table(out)
     return metrics

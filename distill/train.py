@@ -4,7 +4,7 @@ Reads: the features Dataset (docs/architecture.md), teacher logits aligned row b
 teacher model run online, which hidden-state KD needs), the ds_config JSON named by `train.ds_config`.
 Writes under OUTPUT/ (rank 0 only, except checkpoint shards which every rank writes):
   train_log.jsonl      one JSON line per logged optimizer step: step, epoch, loss, kd_loss, ce_loss, hidden_loss,
-                       lr, elapsed_s
+                       lr, elapsed_s; with validation, also {step, epoch, eval_loss} lines
   tensorboard/         the same scalars
   checkpoints/step<N>/ DeepSpeed checkpoint + RNG states + commit marker (distill.checkpoints)
   student/             the trained student in HF format (full fp32 weights) with the tokenizer
@@ -180,6 +180,41 @@ def log_step(s: Session, step: int, sums, started: float) -> Optional[float]:
     return mean[0]
 
 
+def validation_loss(s: Session, rows, n_rows: int) -> float:
+    """Mean gold-span CE over the eval windows (the training CE, dropout off); every rank takes a share."""
+    import torch
+    import torch.distributed as tdist
+
+    from distill.losses import distillation_loss, valid_positions_mask
+
+    accepts = inspect.signature(s.engine.module.forward).parameters
+    total = torch.zeros(2, dtype=torch.float64)
+    mine = list(range(s.rank, n_rows, s.world))
+    s.engine.eval()
+    with torch.no_grad():
+        for lo in range(0, len(mine), s.cfg.batch_size):
+            idx = mine[lo:lo + s.cfg.batch_size]
+            batch = trim_padding({k: v.to(s.engine.device) for k, v in rows[idx].items()})
+            out = s.engine(**{k: batch[k] for k in MODEL_INPUTS if k in batch and k in accepts})
+            ce = distillation_loss(out.start_logits, out.end_logits, None, None, batch["start_positions"],
+                                   batch["end_positions"], valid_positions_mask(batch["context_mask"]),
+                                   alpha=0.0)["ce_loss"]
+            total += torch.tensor([ce.item() * len(idx), len(idx)], dtype=torch.float64)
+    s.engine.train()
+    tdist.all_reduce(total)
+    return (total[0] / total[1]).item()
+
+
+def log_validation(s: Session, step: int, loss: float) -> None:
+    if not s.is_main:
+        return
+    record = {"step": step, "epoch": step / s.steps_per_epoch, "eval_loss": loss}
+    with open(s.log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    s.writer.add_scalar("eval/loss", loss, step)
+    log.info("step %d (epoch %.2f): validation loss %.4f", step, record["epoch"], loss)
+
+
 def save_checkpoint(s: Session, step: int) -> str:
     """Every rank writes its shards and RNG state; rank 0 then commits the tag and prunes old ones."""
     import torch
@@ -229,11 +264,20 @@ def finish(s: Session, step: int, tokenizer) -> Path:
 
 
 def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_dir: Path, *,
-                  teacher_logits=None, teacher_model=None, resume: bool = False) -> Path:
-    """Train `student_model` on `features` (see module doc); the directory of the saved student."""
+                  teacher_logits=None, teacher_model=None, resume: bool = False, validation=None) -> Path:
+    """Train `student_model` on `features` (see module doc); the directory of the saved student.
+
+    `validation`: (eval features, every) with every `"epoch"` or a number of steps: validation loss rows
+    ({"step", "epoch", "eval_loss"}) go to train_log.jsonl and TensorBoard.
+    """
     from tqdm.auto import tqdm
 
     s = setup(cfg, student_model, features, output_dir, teacher_logits=teacher_logits, teacher_model=teacher_model)
+    if validation is not None:
+        eval_features, every = validation
+        every = s.steps_per_epoch if every == "epoch" else int(every)
+        eval_rows = eval_features.with_format("torch", columns=[c for c in s.rows.format["columns"]
+                                                                if c in eval_features.column_names])
     step = resume_latest(s) if resume else 0
     open_logs(s, step)
     s.engine.train()
@@ -253,6 +297,8 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
             loss = log_step(s, step, sums, started)
             if loss is not None:
                 bar.set_postfix(loss=f"{loss:.4f}")
+            if validation is not None and (step % every == 0 or step == s.total_steps):
+                log_validation(s, step, validation_loss(s, eval_rows, len(eval_features)))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < s.total_steps:
                 save_checkpoint(s, step)
     return finish(s, step, tokenizer)

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -63,3 +64,63 @@ def test_the_saved_student_has_a_model_card_whose_numbers_are_the_runs(tmp_path,
         step = max(r["step"] for r in log if epoch - 1 < r["epoch"] <= epoch)
         assert f"| {epoch} | {step} | {sum(losses) / len(losses):.4f} | n/a |" in card
     assert "| f1 | " + f"{metrics['student']['f1']:.4f} |" in card and "sha256" in card
+
+
+def test_validation_loss_per_epoch_is_the_saved_models_ce_on_the_eval_windows(tmp_path, squad_dir, tiny_bert_dir):
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from distill.data.features import WindowConfig, prepare_features
+    from distill.data.squad import load_squad, take_questions
+    from distill.losses import distillation_loss, valid_positions_mask
+
+    train = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
+    dev = write_squad_slice(squad_dir / "dev-v1.1.json", tmp_path / "dev.json", n_paragraphs=2)
+    window = {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}
+    recipe = {
+        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+        "data": {"train": str(train), "eval": str(dev), "train_questions": 24, "eval_questions": 10, "window": window},
+        "student": {"model": str(tiny_bert_dir)},
+        "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
+                  "log_every": 1},
+        "eval": {"precision": "fp32", "every": "epoch"},
+    }
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "eval_loss" in r]
+    steps_per_epoch = max(r["step"] for r in log) // 2
+    assert [(r["step"], r["epoch"]) for r in evals] == [(steps_per_epoch, 1.0), (2 * steps_per_epoch, 2.0)]
+
+    # the last one, recomputed from the saved student: same CE, same windows, no dropout
+    model = AutoModelForQuestionAnswering.from_pretrained(out / "student").eval()
+    features = prepare_features(take_questions(load_squad(str(dev)), 10),
+                                AutoTokenizer.from_pretrained(out / "student"), WindowConfig(**window))
+    rows = features.with_format("torch", columns=["input_ids", "attention_mask", "token_type_ids", "context_mask",
+                                                  "start_positions", "end_positions"])[:]
+    with torch.no_grad():
+        o = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
+                  token_type_ids=rows["token_type_ids"])
+    ce = distillation_loss(o.start_logits, o.end_logits, None, None, rows["start_positions"], rows["end_positions"],
+                           valid_positions_mask(rows["context_mask"]), alpha=0.0)["ce_loss"].item()
+    assert evals[-1]["eval_loss"] == pytest.approx(ce, rel=1e-5)
+    card = (out / "student" / "README.md").read_text()
+    assert f"| 2 | {2 * steps_per_epoch} |" in card and f"{evals[-1]['eval_loss']:.4f} |" in card
+
+
+@pytest.mark.parametrize("value, needle", [(0, "eval.every"), ("weekly", "eval.every")])
+def test_eval_every_takes_epoch_or_a_positive_step_count(tmp_path, value, needle):
+    from distill.errors import InputError
+    from distill.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": "o", "data": {"train": "t.json", "eval": "e.json"},
+                                    "student": {"model": "m"}, "eval": {"every": value}}))
+    with pytest.raises(InputError, match=needle):
+        load_recipe(path)
+    path.write_text(yaml.safe_dump({"output_dir": "o", "data": {"train": "t.json", "eval": "e.json"},
+                                    "student": {"model": "m"}, "eval": {"every": 50}}))
+    assert load_recipe(path).eval.every == 50
