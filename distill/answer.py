@@ -24,7 +24,7 @@ def answer_questions(model, tokenizer, items: list[dict], *, window=None, precis
                      null_threshold: float | None = None) -> list[dict]:
     """Answers for `items` ({"question", "context"}, optional "id"), in order."""
     from distill.data.features import WindowConfig, window_questions
-    from distill.postprocess import best_answers, no_answer_probability
+    from distill.postprocess import best_answers, no_answer_probability_of
     from distill.predict import compute_logits
 
     for n, item in enumerate(items):
@@ -44,7 +44,7 @@ def answer_questions(model, tokenizer, items: list[dict], *, window=None, precis
     for qid in ids:
         f = found[qid]
         if null_threshold is not None and f["null_score"] - f["span_score"] > null_threshold:
-            out.append({"answer": "", "score": no_answer_probability(f), "start": -1, "end": -1})
+            out.append({"answer": "", "score": no_answer_probability_of(f), "start": -1, "end": -1})
         else:
             out.append({"answer": f["text"], "score": f["span_probability"], "start": f["start"], "end": f["end"]})
     return out

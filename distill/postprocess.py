@@ -140,7 +140,7 @@ def _span_probability(start, end, valid, s: int, e: int) -> float:
     return float(ps * pe)
 
 
-def no_answer_probability(found: dict) -> float:
+def no_answer_probability_of(found: dict) -> float:
     """sigmoid(null_score - span_score): the v2.0 na_prob (see module doc)."""
     diff = found["null_score"] - found["span_score"]
     if not np.isfinite(diff):
@@ -150,9 +150,13 @@ def no_answer_probability(found: dict) -> float:
 
 
 def postprocess_predictions(examples, features, start_logits, end_logits, *, n_best_size: int = 20,
-                            max_answer_length: int = 30, version_2: bool = False, null_threshold: float = 0.0
-                            ) -> tuple[dict[str, str], dict[str, float]]:
-    """Best answer text per question id, and v2.0 no-answer probabilities (see module doc)."""
+                            max_answer_length: int = 30, version_2: bool = False, null_threshold: float = 0.0,
+                            no_answer_probability: float | None = None) -> tuple[dict[str, str], dict[str, float]]:
+    """Best answer text per question id, and v2.0 no-answer probabilities (see module doc).
+
+    v2.0: the answer is "" when null_score - span_score > null_threshold (a logit difference), or, given
+    `no_answer_probability`, when na_prob > it: the unit and rule of the official evaluator's best_f1_thresh.
+    """
     answers = best_answers(examples, features, start_logits, end_logits, n_best_size=n_best_size,
                            max_answer_length=max_answer_length)
     predictions: dict[str, str] = {}
@@ -160,7 +164,9 @@ def postprocess_predictions(examples, features, start_logits, end_logits, *, n_b
     for qid, found in answers.items():
         predictions[qid] = found["text"]
         if version_2:
-            if found["null_score"] - found["span_score"] > null_threshold:
+            na_probs[qid] = no_answer_probability_of(found)
+            declined = (na_probs[qid] > no_answer_probability if no_answer_probability is not None
+                        else found["null_score"] - found["span_score"] > null_threshold)
+            if declined:
                 predictions[qid] = ""
-            na_probs[qid] = no_answer_probability(found)
     return predictions, na_probs

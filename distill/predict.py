@@ -68,7 +68,8 @@ def compute_logits(model, features, *, batch_size: int = 32, precision: str = "a
 
 
 def predict(model, examples, features, *, batch_size: int = 32, precision: str = "auto", device=None,
-            null_threshold: float = 0.0, n_best_size: int = 20, max_answer_length: int = 30,
+            null_threshold: float = 0.0, no_answer_probability: float | None = None, n_best_size: int = 20,
+            max_answer_length: int = 30,
             progress: bool = True, desc: str = "predict"):
     """(predictions {id: text}, na_probs {id: p} (v2 only, else {}), version)."""
     from distill.data.squad import squad_version
@@ -79,13 +80,14 @@ def predict(model, examples, features, *, batch_size: int = 32, precision: str =
                                 progress=progress, desc=desc)
     preds, na_probs = postprocess_predictions(
         examples, features, start, end, n_best_size=n_best_size, max_answer_length=max_answer_length,
-        version_2=version == "2.0", null_threshold=null_threshold,
+        version_2=version == "2.0", null_threshold=null_threshold, no_answer_probability=no_answer_probability,
     )
     return preds, na_probs, version
 
 
 def evaluate(model, examples, features, *, out_dir: Path | None = None, prefix: str = "", batch_size: int = 32,
-             precision: str = "auto", device=None, null_threshold: float = 0.0, n_best_size: int = 20,
+             precision: str = "auto", device=None, null_threshold: float = 0.0,
+             no_answer_probability: float | None = None, n_best_size: int = 20,
              max_answer_length: int = 30, progress: bool = True, desc: str = "eval") -> dict:
     """Predict, score with the official semantics, and (given `out_dir`) write the predictions.
 
@@ -96,7 +98,8 @@ def evaluate(model, examples, features, *, out_dir: Path | None = None, prefix: 
     from distill.metrics import score_examples
 
     preds, na_probs, version = predict(model, examples, features, batch_size=batch_size, precision=precision,
-                                       device=device, null_threshold=null_threshold, n_best_size=n_best_size,
+                                       device=device, null_threshold=null_threshold,
+                                       no_answer_probability=no_answer_probability, n_best_size=n_best_size,
                                        max_answer_length=max_answer_length, progress=progress, desc=desc)
     if out_dir is not None:
         write_json(Path(out_dir) / f"{prefix}predictions.json", preds)

@@ -31,7 +31,7 @@ def _hub_skipped(key: str, source: str, notes: list[str]) -> bool:
 
 
 def _check_data(recipe: Recipe, loaded: dict, problems: list[str], notes: list[str]) -> None:
-    from distill.data.squad import load_squad, take_questions
+    from distill.data.squad import load_squad, take_articles, take_questions
 
     for key in ("train", "eval"):
         source = getattr(recipe.data, key)
@@ -40,6 +40,7 @@ def _check_data(recipe: Recipe, loaded: dict, problems: list[str], notes: list[s
         split, limit = getattr(recipe.data, f"{key}_split"), getattr(recipe.data, f"{key}_questions")
         try:
             ds = load_squad(str(resolve_path(source)) if looks_like_path(source) else source, split=split)
+            ds = take_articles(ds, getattr(recipe.data, f"{key}_articles"))
             loaded[key] = take_questions(ds, limit) if limit else ds
         except InputError as err:
             problems.append(f"data.{key}: {err}")

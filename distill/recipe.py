@@ -33,6 +33,18 @@ class DataConfig(Strict):
     eval_split: str = Field("validation", description="Split name when `eval` is a hub id.")
     train_questions: Optional[int] = Field(None, gt=0, description="Use only the first N training questions.")
     eval_questions: Optional[int] = Field(None, gt=0, description="Use only the first N evaluation questions.")
+    train_articles: Optional[tuple[float, float]] = Field(
+        None, description="Use only the articles in this [from, to) fraction of the file's article list, e.g. "
+                          "[0, 0.8] (applied before train_questions).")
+    eval_articles: Optional[tuple[float, float]] = Field(
+        None, description="The same for the evaluation data, e.g. [0.8, 1] to evaluate on the other articles of one file.")
+
+    @field_validator("train_articles", "eval_articles")
+    @classmethod
+    def _fraction_span(cls, v):
+        if v is not None and not 0 <= v[0] < v[1] <= 1:
+            raise ValueError(f"expected [from, to] with 0 <= from < to <= 1, got {list(v)}")
+        return v
     window: WindowConfig = Field(default_factory=WindowConfig, description="Windowing of long contexts.")
 
 
@@ -161,13 +173,28 @@ class EvalConfig(Strict):
     batch_size: int = Field(64, gt=0, description="Inference batch size.")
     n_best_size: int = Field(20, gt=0, description="Candidates per window for the span search.")
     max_answer_length: int = Field(30, gt=0, description="Longest answer span in tokens.")
-    null_threshold: float = Field(0.0, description="SQuAD v2: predict no-answer when null - best span > this.")
+    null_threshold: Optional[float] = Field(
+        0.0, description="SQuAD v2: predict no-answer when null score - best span score (a logit difference) > this "
+                         "(null when no_answer_probability is set).")
+    no_answer_probability: Optional[float] = Field(
+        None, ge=0, le=1, description="SQuAD v2, instead of null_threshold: predict no-answer when na_prob > this, "
+                                      "the unit of the official best_f1_thresh (null_threshold = ln(p / (1 - p))).")
     precision: Precision = Field("auto", description="Inference precision.")
     teacher: bool = Field(True, description="Also evaluate the teacher (false: only the student, e.g. when the "
                                             "teacher was scored by an earlier run sharing its cache).")
     every: Optional[Union[Literal["epoch"], PositiveInt]] = Field(
         None, description="Validation loss (the training CE on the eval set's windows) during training: `epoch` "
                           "or every N optimizer steps, into train_log.jsonl, TensorBoard and the model card; null = off.")
+
+    @model_validator(mode="after")
+    def _one_no_answer_rule(self):
+        if self.no_answer_probability is not None:
+            if "null_threshold" in self.model_fields_set and self.null_threshold is not None:
+                raise ValueError("eval.null_threshold and eval.no_answer_probability are both set; give one")
+            object.__setattr__(self, "null_threshold", None)  # the resolved recipe then says which rule applies
+        elif self.null_threshold is None:
+            raise ValueError("eval.null_threshold is null but eval.no_answer_probability is not set")
+        return self
 
 
 class BenchGate(Strict):

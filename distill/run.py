@@ -93,6 +93,7 @@ def evaluate_models(recipe: Recipe, models: dict, tokenizer, examples, out: Path
         t0 = time.perf_counter()
         metrics[role] = evaluate(model, examples, features, out_dir=out, prefix="teacher_" if role == "teacher" else "",
                                  batch_size=e.batch_size, precision=precision, null_threshold=e.null_threshold,
+                                 no_answer_probability=e.no_answer_probability,
                                  n_best_size=e.n_best_size, max_answer_length=e.max_answer_length,
                                  desc=f"eval {role}")
         metrics[f"{role}_eval_seconds"] = round(time.perf_counter() - t0, 2)

@@ -126,3 +126,24 @@ def test_mismatched_logits_are_refused():
     examples, features = _data({"q": [0]})
     with pytest.raises(ValueError):
         postprocess_predictions(examples, features, np.zeros((2, SEQ)), np.zeros((2, SEQ)))
+
+
+def test_no_answer_probability_is_the_unit_and_rule_of_best_f1_thresh(dev_v2_slice, tiny_bert_dir, minilm_tokenizer):
+    """Predicting "" where na_prob > best_f1_thresh scores exactly the official best_f1."""
+    from distill.data.features import WindowConfig, prepare_features
+    from distill.data.squad import load_squad
+    from distill.metrics import score_examples
+    from distill.models import load_qa_model
+    from distill.predict import compute_logits
+
+    examples = load_squad(dev_v2_slice)
+    features = prepare_features(examples, minilm_tokenizer, WindowConfig(max_seq_length=96, doc_stride=32,
+                                                                          max_query_length=24))
+    start, end = compute_logits(load_qa_model(tiny_bert_dir), features, precision="fp32", progress=False)
+    raw, na_probs = postprocess_predictions(examples, features, start, end, version_2=True,
+                                            null_threshold=math.inf)  # never declines: the spans themselves
+    official = score_examples(examples, raw, na_probs=na_probs, version="2.0")
+    p = official["best_f1_thresh"]
+    declined, _ = postprocess_predictions(examples, features, start, end, version_2=True, no_answer_probability=p)
+    assert score_examples(examples, declined, version="2.0")["f1"] == pytest.approx(official["best_f1"], abs=1e-9)
+    assert {q for q, t in declined.items() if t == ""} >= {q for q, pr in na_probs.items() if pr > p}

@@ -7,6 +7,7 @@ and metrics.json (`settings_from_run_dir`). Writes nothing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,14 @@ def expected_settings(settings: BenchSettings, examples) -> dict:
     }
 
 
+def _null_threshold(e) -> float:
+    """The recipe's no-answer rule as a logit difference (bench takes that unit)."""
+    if e.no_answer_probability is None:
+        return e.null_threshold
+    p = min(max(e.no_answer_probability, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
 def settings_from_run_dir(run_dir: Path) -> tuple[dict, "object"]:
     """(BenchSettings keyword arguments, BenchGate) for `distill bench RUN_DIR`."""
     from distill.recipe import load_recipe
@@ -115,5 +124,5 @@ def settings_from_run_dir(run_dir: Path) -> tuple[dict, "object"]:
                   seq_len=w.max_seq_length, doc_stride=w.doc_stride, max_query_length=w.max_query_length,
                   precision=recipe.eval.precision, eval_batch_size=recipe.eval.batch_size,
                   n_best_size=recipe.eval.n_best_size, max_answer_length=recipe.eval.max_answer_length,
-                  null_threshold=recipe.eval.null_threshold)
+                  null_threshold=_null_threshold(recipe.eval))
     return kwargs, recipe.bench

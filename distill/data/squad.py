@@ -299,3 +299,18 @@ def take_questions(ds, n: int | None):
     if n < 1:
         raise InputError(f"number of questions must be positive, got {n}")
     return ds.select(range(n))
+
+
+def take_articles(ds, span: tuple[float, float] | None):
+    """The questions of the articles in [lo, hi) of the article list (fractions, in file order).
+
+    A fixed split by article: no article (and so no context) is on both sides of, e.g., [0, 0.8] / [0.8, 1].
+    """
+    if span is None:
+        return ds
+    titles = list(dict.fromkeys(ds["title"]))  # first-appearance order
+    lo, hi = round(span[0] * len(titles)), round(span[1] * len(titles))
+    keep = set(titles[lo:hi])
+    if not keep:
+        raise InputError(f"article span {list(span)} selects none of the {len(titles)} articles")
+    return ds.select([i for i, t in enumerate(ds["title"]) if t in keep])
