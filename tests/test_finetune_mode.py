@@ -1,6 +1,7 @@
 """Fine-tune mode: a recipe without a teacher section trains student.model on gold spans, nothing else."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,24 +10,32 @@ from typer.testing import CliRunner
 from conftest import write_squad_slice
 from distill.cli import app
 
+WINDOW = {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}
 
-def test_a_recipe_without_teacher_trains_and_scores_only_the_student(tmp_path, squad_dir, tiny_bert_dir):
-    train = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
+
+def run_finetune(tmp_path, squad_dir, student_dir, train: dict, eval_: dict | None = None) -> Path:
+    """`distill run` on a teacher-less recipe over small SQuAD slices; returns the output directory."""
+    train_file = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
     dev = write_squad_slice(squad_dir / "dev-v1.1.json", tmp_path / "dev.json", n_paragraphs=2)
     recipe = {
         "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
-        "data": {"train": str(train), "eval": str(dev), "train_questions": 24, "eval_questions": 10,
-                 "window": {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}},
-        "student": {"model": str(tiny_bert_dir)},
-        "train": {"max_steps": 3, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
-                  "log_every": 1, "warmup_steps": 1, "lr_scheduler": "constant"},
-        "eval": {"precision": "fp32"},
+        "data": {"train": str(train_file), "eval": str(dev), "train_questions": 24, "eval_questions": 10,
+                 "window": WINDOW},
+        "student": {"model": str(student_dir)},
+        "train": {"batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json", "log_every": 1,
+                  **train},
+        "eval": {"precision": "fp32", **(eval_ or {})},
     }
     path = tmp_path / "finetune.yaml"
     path.write_text(yaml.safe_dump(recipe))
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 0, result.output
-    out = tmp_path / "out"
+    return tmp_path / "out"
+
+
+def test_a_recipe_without_teacher_trains_and_scores_only_the_student(tmp_path, squad_dir, tiny_bert_dir):
+    out = run_finetune(tmp_path, squad_dir, tiny_bert_dir,
+                       {"max_steps": 3, "warmup_steps": 1, "lr_scheduler": "constant"})
     metrics = json.loads((out / "metrics.json").read_text())
     assert "student" in metrics and "teacher" not in metrics and "teacher_dir" not in metrics
     assert not (out / "teacher_predictions.json").exists() and not (tmp_path / "cache").exists()
@@ -37,21 +46,7 @@ def test_a_recipe_without_teacher_trains_and_scores_only_the_student(tmp_path, s
 
 
 def test_the_saved_student_has_a_model_card_whose_numbers_are_the_runs(tmp_path, squad_dir, tiny_bert_dir):
-    train = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
-    dev = write_squad_slice(squad_dir / "dev-v1.1.json", tmp_path / "dev.json", n_paragraphs=2)
-    recipe = {
-        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
-        "data": {"train": str(train), "eval": str(dev), "train_questions": 24, "eval_questions": 10,
-                 "window": {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}},
-        "student": {"model": str(tiny_bert_dir)},
-        "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
-                  "log_every": 1},
-        "eval": {"precision": "fp32"},
-    }
-    path = tmp_path / "finetune.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    assert CliRunner().invoke(app, ["run", str(path)]).exit_code == 0
-    out = tmp_path / "out"
+    out = run_finetune(tmp_path, squad_dir, tiny_bert_dir, {"epochs": 2})
     metrics = json.loads((out / "metrics.json").read_text())
     card = (out / "student" / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])
@@ -74,22 +69,8 @@ def test_validation_loss_per_epoch_is_the_saved_models_ce_on_the_eval_windows(tm
     from distill.data.squad import load_squad, take_questions
     from distill.losses import distillation_loss, valid_positions_mask
 
-    train = write_squad_slice(squad_dir / "train-v1.1.json", tmp_path / "train.json", n_paragraphs=4)
-    dev = write_squad_slice(squad_dir / "dev-v1.1.json", tmp_path / "dev.json", n_paragraphs=2)
-    window = {"max_seq_length": 96, "doc_stride": 32, "max_query_length": 24}
-    recipe = {
-        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
-        "data": {"train": str(train), "eval": str(dev), "train_questions": 24, "eval_questions": 10, "window": window},
-        "student": {"model": str(tiny_bert_dir)},
-        "train": {"epochs": 2, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
-                  "log_every": 1},
-        "eval": {"precision": "fp32", "every": "epoch"},
-    }
-    path = tmp_path / "finetune.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    result = CliRunner().invoke(app, ["run", str(path)])
-    assert result.exit_code == 0, result.output
-    out = tmp_path / "out"
+    out = run_finetune(tmp_path, squad_dir, tiny_bert_dir, {"epochs": 2}, {"every": "epoch"})
+    dev = tmp_path / "dev.json"
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     evals = [r for r in log if "eval_loss" in r]
     steps_per_epoch = max(r["step"] for r in log) // 2
@@ -98,7 +79,7 @@ def test_validation_loss_per_epoch_is_the_saved_models_ce_on_the_eval_windows(tm
     # the last one, recomputed from the saved student: same CE, same windows, no dropout
     model = AutoModelForQuestionAnswering.from_pretrained(out / "student").eval()
     features = prepare_features(take_questions(load_squad(str(dev)), 10),
-                                AutoTokenizer.from_pretrained(out / "student"), WindowConfig(**window))
+                                AutoTokenizer.from_pretrained(out / "student"), WindowConfig(**WINDOW))
     rows = features.with_format("torch", columns=["input_ids", "attention_mask", "token_type_ids", "context_mask",
                                                   "start_positions", "end_positions"])[:]
     with torch.no_grad():
