@@ -115,7 +115,7 @@ def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root:
     if recipe.teacher.finetune is not None:
         teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, features, cache_root))
         teacher = load_qa_model(teacher_dir)
-        if launcher_rank()[0] == 0:
+        if launcher_rank()[0] == 0 and not (Path(teacher_dir) / "README.md").is_file():  # once per cached teacher
             write_teacher_card(recipe, Path(teacher_dir), data_summary(recipe.data.train, loaded["train"], features))
     return teacher, teacher_dir
 
