@@ -186,6 +186,13 @@ class EvalConfig(Strict):
         None, description="Validation loss (the training CE on the eval set's windows) during training: `epoch` "
                           "or every N optimizer steps, into train_log.jsonl, TensorBoard and the model card; null = off.")
 
+    @field_validator("every", mode="before")
+    @classmethod
+    def _epoch_or_steps(cls, v):
+        if v is None or v == "epoch" or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            return v
+        raise ValueError(f"must be `epoch` or a positive number of optimizer steps (got {v!r})")
+
     @model_validator(mode="after")
     def _one_no_answer_rule(self):
         if self.no_answer_probability is not None:
