@@ -74,7 +74,7 @@ def render_card(*, name: str, what: str, base_model: str | None, cfg, data: dict
     lines = [_front_matter(name, base_model, data["source"], data["version"], scores), f"# {name}", "", what, "",
              "## Training data", "",
              f"`{data['source']}` (sha256 `{data['sha256']}`): {data['questions']} questions, {data['windows']} "
-             f"windows, SQuAD v{data['version']}.", "",
+             f"windows, SQuAD v{data['version']}.", *([data["transfer"]] if data.get("transfer") else []), "",
              "## Training hyperparameters", "", f"Computed as: {compute}.", "", "| key | value |", "|---|---|",
              *[f"| {k} | `{json.dumps(v)}` |" for k, v in hyper.items()], "",
              "## Training results", "", "| Epoch | Step | Training Loss | Validation Loss |", "|---:|---:|---:|---:|",
@@ -133,6 +133,10 @@ def _student_what(recipe) -> tuple[str, str | None]:
 
 def write_student_card(recipe, student_dir: Path, data: dict, metrics: dict) -> Path:
     what, base = _student_what(recipe)
+    if "n_transfer_questions" in metrics:
+        data = {**data, "transfer": f"Transfer set (answers ignored, trained on the teacher's logits alone): "
+                                    f"`{recipe.data.transfer}`, {metrics['n_transfer_questions']} questions, "
+                                    f"{metrics['n_transfer_features']} windows."}
     eval_data = {"source": recipe.data.eval, "questions": metrics["n_questions"], "version": metrics["version"]}
     text = render_card(name=str(student_dir), what=what, base_model=base, cfg=recipe.train, data=data,
                        epochs=epoch_table(Path(student_dir).parent / "train_log.jsonl"), scores=metrics["student"],

@@ -68,13 +68,24 @@ def span_ce_loss(logits: torch.Tensor, positions: torch.Tensor, mask: torch.Tens
 def distillation_loss(student_start: torch.Tensor, student_end: torch.Tensor,
                       teacher_start: torch.Tensor | None, teacher_end: torch.Tensor | None,
                       start_pos: torch.Tensor, end_pos: torch.Tensor, mask: torch.Tensor,
-                      temperature: float = 2.0, alpha: float = 0.5) -> dict[str, torch.Tensor]:
+                      temperature: float = 2.0, alpha: float = 0.5,
+                      labelled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """loss = alpha * KD + (1 - alpha) * CE, each averaged over the start and end distributions.
 
     `mask` is the valid-positions mask (see `valid_positions_mask`). With alpha == 0 the teacher logits
-    may be None and `kd_loss` is reported as 0.
+    may be None and `kd_loss` is reported as 0. `labelled` (bool/int per row; None = all): rows from a
+    transfer set have no gold span, so CE is the mean over the labelled rows only (0 when there are none)
+    while KD is the mean over all rows: the CE term keeps its scale whatever share of a batch is transfer.
     """
-    ce = 0.5 * (span_ce_loss(student_start, start_pos, mask) + span_ce_loss(student_end, end_pos, mask))
+    if labelled is not None and not bool(labelled.all()):
+        rows = labelled.bool()
+        if not bool(rows.any()):
+            ce = torch.zeros((), dtype=torch.float32, device=student_start.device)
+        else:
+            ce = 0.5 * (span_ce_loss(student_start[rows], start_pos[rows], mask[rows])
+                        + span_ce_loss(student_end[rows], end_pos[rows], mask[rows]))
+    else:
+        ce = 0.5 * (span_ce_loss(student_start, start_pos, mask) + span_ce_loss(student_end, end_pos, mask))
     if alpha > 0:
         if teacher_start is None or teacher_end is None:
             raise ValueError("distillation_loss: alpha > 0 needs teacher start and end logits")

@@ -44,6 +44,26 @@ def _check_data(recipe: Recipe, loaded: dict, problems: list[str], notes: list[s
             loaded[key] = take_questions(ds, limit) if limit else ds
         except InputError as err:
             problems.append(f"data.{key}: {err}")
+    if recipe.data.transfer is not None and not _hub_skipped("data.transfer", recipe.data.transfer, notes):
+        try:
+            loaded["transfer"] = _transfer_set(recipe, loaded)
+        except InputError as err:
+            problems.append(f"data.transfer: {err}")
+
+
+def _transfer_set(recipe: Recipe, loaded: dict):
+    """The transfer questions: answers dropped, none also in train or eval nor on an eval paragraph; the first N."""
+    from distill.data.squad import drop_seen, load_squad, take_questions
+
+    source = recipe.data.transfer
+    ds = load_squad(str(resolve_path(source)) if looks_like_path(source) else source,
+                    split=recipe.data.transfer_split, labelled=False)
+    ids = set().union(*(loaded[k]["id"] for k in ("train", "eval") if k in loaded))
+    ds = drop_seen(ds, ids, set(loaded["eval"]["context"]) if "eval" in loaded else set())
+    if len(ds) == 0:
+        raise InputError(f"{source}: every question is in the train or eval data (or on an eval paragraph); "
+                         "nothing left to transfer")
+    return take_questions(ds, recipe.data.transfer_questions)
 
 
 def _check_models(recipe: Recipe, loaded: dict, problems: list[str], notes: list[str]) -> None:
@@ -116,7 +136,8 @@ def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.Pat
 
     `for_run=False` (validate) reports device-dependent problems, such as fp16 on a machine without
     CUDA, as notes: the recipe may be meant for another machine. `recipe_path` heads the error message.
-    Returns {"train", "eval": examples, "tokenizer", "models": {recipe key: model}, "notes"}.
+    Returns {"train", "eval", "transfer" (with data.transfer): examples, "tokenizer", "models": {recipe key:
+    model}, "notes"}.
     """
     problems: list[str] = []
     notes: list[str] = []

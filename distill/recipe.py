@@ -46,6 +46,13 @@ class DataConfig(Strict):
             raise ValueError(f"expected [from, to] with 0 <= from < to <= 1, got {list(v)}")
         return v
     window: WindowConfig = Field(default_factory=WindowConfig, description="Windowing of long contexts.")
+    transfer: Optional[str] = Field(
+        None, description="Transfer set: questions only the teacher labels (a SQuAD file or hub id whose answers are "
+                          "ignored, or JSON/JSONL rows of question and context). Its windows train on the KD term "
+                          "alone; questions also in the train or eval data, or on an eval paragraph, are dropped.")
+    transfer_split: str = Field("train", description="Split name when `transfer` is a hub id.")
+    transfer_questions: Optional[int] = Field(
+        None, gt=0, description="Use only the first N transfer questions (after dropping those in train/eval).")
 
 
 class TrainConfig(BaseModel):
@@ -234,6 +241,11 @@ class Recipe(Strict):
             problems.append("train.hidden_weight > 0 needs train.online_teacher: true (hidden states are not cached)")
         if t.hidden_layers is not None and t.hidden_weight == 0:
             problems.append("train.hidden_layers is set but train.hidden_weight is 0")
+        if self.data.transfer is not None and (self.teacher is None or t.alpha == 0):
+            problems.append("data.transfer needs a teacher and train.alpha > 0 (its questions have no gold spans: "
+                            "they train on the teacher's logits alone)")
+        if self.data.transfer_questions is not None and self.data.transfer is None:
+            problems.append("data.transfer_questions is set but data.transfer is not")
         layers = self.student.from_teacher_layers
         if t.hidden_layers is not None and layers is not None and len(t.hidden_layers) != len(layers):
             problems.append(f"train.hidden_layers: {len(t.hidden_layers)} entries for a student of {len(layers)} "

@@ -10,7 +10,9 @@ and into recipe.cache_dir: fine-tuned teachers (teachers/<key>/) and teacher log
 Stages, each in its own module and skipped when its result is cached: preflight (every input loaded and
 checked) -> data.features -> teacher (fine-tune if asked, logit cache) -> student (build) -> train ->
 predict.evaluate of teacher and student. Without a `teacher` section (fine-tune mode) the teacher stages
-are skipped and the student trains on gold spans only.
+are skipped and the student trains on gold spans only. With `data.transfer` the transfer questions are
+windowed too, the teacher labels them (their own logit cache) and the student trains on both, the transfer
+windows on the KD term alone (`labelled` column, losses.distillation_loss).
 """
 
 from __future__ import annotations
@@ -120,22 +122,28 @@ def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root:
     return teacher, teacher_dir
 
 
-def teacher_logits(recipe: Recipe, teacher, features, cache_root: Path):
-    """The cached teacher logits the student trains on, or None when it needs none (CE only, online)."""
+def teacher_logits(recipe: Recipe, teacher, features, cache_root: Path, transfer=None):
+    """The cached teacher logits the student trains on, or None when it needs none (CE only, online).
+
+    With a transfer set: the training windows' cache followed by the transfer windows' (each its own
+    fingerprinted cache, so adding or resizing a transfer set never recomputes the other)."""
+    from datasets import concatenate_datasets
+
     from distill.teacher import build_logit_cache
 
     if recipe.train.alpha == 0 or recipe.train.online_teacher:
         return None
     rank, world = launcher_rank()
-    logits = None
+    parts = []
     # Under a launcher rank 0 builds the cache while the others wait, then every rank opens it.
     for turn in ((0,), range(1, world)) if world > 1 else ((0,),):
         if rank in turn:
-            logits, _ = build_logit_cache(teacher, features, cache_root, dtype=recipe.teacher.logits_dtype,
-                                          precision=recipe.teacher.precision, batch_size=recipe.teacher.batch_size,
-                                          progress=rank == 0)
+            parts = [build_logit_cache(teacher, windows, cache_root, dtype=recipe.teacher.logits_dtype,
+                                       precision=recipe.teacher.precision, batch_size=recipe.teacher.batch_size,
+                                       progress=rank == 0)[0]
+                     for windows in (features, transfer) if windows is not None]
         barrier()
-    return logits
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 def log_epoch_table(out: Path) -> None:
@@ -151,7 +159,7 @@ def log_epoch_table(out: Path) -> None:
 def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike | None = None) -> dict:
     """Every stage of the recipe in order; rank 0 returns metrics.json's contents (other ranks: {})."""
     from distill.card import data_summary, write_student_card
-    from distill.data.features import prepare_features
+    from distill.data.features import join_transfer, prepare_features
     from distill.distributed import init_distributed
     from distill.files import write_json
     from distill.models import load_qa_model
@@ -173,19 +181,25 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
 
     features = prepare_features(loaded["train"], tokenizer, recipe.data.window)
     log.info("features: %d train windows from %d questions", len(features), len(loaded["train"]))
+    transfer = None
+    if "transfer" in loaded:
+        transfer = prepare_features(loaded["transfer"], tokenizer, recipe.data.window, desc="Windowing transfer set")
+        log.info("features: %d transfer windows from %d questions (KD term only)", len(transfer),
+                 len(loaded["transfer"]))
     lap("features")
 
     teacher, teacher_dir = teacher_stage(recipe, loaded, tokenizer, features, cache_root)
     lap("teacher_finetune")
 
-    logits = teacher_logits(recipe, teacher, features, cache_root) if teacher is not None else None
+    logits = teacher_logits(recipe, teacher, features, cache_root, transfer) if teacher is not None else None
     lap("teacher_logits")
 
     student = make_student(recipe.student, teacher, loaded["models"].get("student.model"), seed=recipe.train.seed)
     validation = None
     if recipe.eval.every is not None:
         validation = (prepare_features(loaded["eval"], tokenizer, recipe.data.window), recipe.eval.every)
-    student_dir = train_student(recipe.train, student, tokenizer, features, out, teacher_logits=logits,
+    student_dir = train_student(recipe.train, student, tokenizer, join_transfer(features, transfer), out,
+                                teacher_logits=logits,
                                 teacher_model=teacher if recipe.train.online_teacher else None, resume=resume,
                                 validation=validation)
     lap("student_train")
@@ -196,6 +210,8 @@ def run(recipe: Recipe, *, resume: bool = False, recipe_path: str | os.PathLike 
     models["student"] = load_qa_model(str(student_dir))
     metrics = evaluate_models(recipe, models, tokenizer, loaded["eval"], out)
     lap("eval")
+    if transfer is not None:
+        metrics.update(n_transfer_questions=len(loaded["transfer"]), n_transfer_features=len(transfer))
     metrics.update(n_train_features=len(features), stage_seconds=lap.seconds, student_dir=str(student_dir),
                    **({"teacher_dir": teacher_dir} if teacher_dir else {}))
     write_json(out / "metrics.json", metrics)

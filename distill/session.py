@@ -145,7 +145,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
         compute = ("fp16" if engine.fp16_enabled() else "bf16" if engine.bfloat16_enabled()
                    else "bf16 autocast" if engine.torch_autocast_enabled() else "fp32")
         log.info("DeepSpeed engine computes in %s (ZeRO stage %d)", compute, engine.zero_optimization_stage())
-    columns = [c for c in (*MODEL_INPUTS, "context_mask", "start_positions", "end_positions")
+    columns = [c for c in (*MODEL_INPUTS, "context_mask", "start_positions", "end_positions", "labelled")
                if c in features.column_names]
     s = Session(cfg=cfg, engine=engine, ds=ds, rank=rank, world=world, rows_per_step=rows_per_step,
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps, output_dir=Path(output_dir),

@@ -128,7 +128,7 @@ def _micro_losses(s: Session, idx: list[int]) -> dict:
     out = s.engine(**inputs)
     losses = distillation_loss(out.start_logits, out.end_logits, t_start, t_end, batch["start_positions"],
                                batch["end_positions"], valid_positions_mask(batch["context_mask"]),
-                               temperature=s.cfg.temperature, alpha=s.cfg.alpha)
+                               temperature=s.cfg.temperature, alpha=s.cfg.alpha, labelled=batch.get("labelled"))
     losses["hidden_loss"] = torch.zeros_like(losses["loss"])
     if s.hidden_map:
         losses["hidden_loss"] = hidden_state_loss(out.hidden_states[1:], [t_out.hidden_states[j] for j in s.hidden_map],

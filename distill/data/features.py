@@ -186,3 +186,14 @@ def window_lengths(features):
     if not len(features):
         return np.zeros(0, dtype=np.int64)
     return features.with_format("numpy", columns=["attention_mask"])[:]["attention_mask"].sum(axis=1)
+
+
+def join_transfer(features, transfer):
+    """The training windows followed by the transfer windows, with a `labelled` column (1: gold spans, 0: a
+    transfer window, trained on the KD term alone); `features` unchanged when there is no transfer set."""
+    from datasets import concatenate_datasets
+
+    if transfer is None:
+        return features
+    return concatenate_datasets([features.add_column("labelled", [1] * len(features)),
+                                 transfer.add_column("labelled", [0] * len(transfer))])

@@ -89,8 +89,13 @@ def _normalise_answers(path: Path, qid: str, answers: Any) -> tuple[list[str], l
     return [t for t, _ in pairs], [s for _, s in pairs]
 
 
-def _row(path: Path, raw: Any, title: str | None, context: str | None, where: str) -> tuple[dict, bool]:
-    """Validate one question; returns the row and whether it carried an is_impossible key."""
+def _row(path: Path, raw: Any, title: str | None, context: str | None, where: str, labelled: bool = True
+         ) -> tuple[dict, bool]:
+    """Validate one question; returns the row and whether it carried an is_impossible key.
+
+    Unlabelled (a transfer set): answers and is_impossible are ignored and an id may be missing."""
+    if not labelled and isinstance(raw, dict) and "id" not in raw:
+        raw = {**raw, "id": where.replace(" ", "")}
     qid = _require(path, raw, "id", where)
     if not isinstance(qid, str):
         qid = str(qid)
@@ -101,6 +106,9 @@ def _row(path: Path, raw: Any, title: str | None, context: str | None, where: st
         title = raw.get("title", "")
     if not isinstance(question, str) or not isinstance(context, str):
         raise InputError(f"{path}: {where}: 'question' and 'context' must be strings")
+    if not labelled:
+        return {"id": qid, "title": str(title if title is not None else raw.get("title", "")), "context": context,
+                "question": question, "answers": {"text": [], "answer_start": []}, "is_impossible": False}, False
     has_flag = "is_impossible" in raw
     impossible = raw.get("is_impossible", False)
     if not isinstance(impossible, bool):
@@ -129,7 +137,7 @@ def _row(path: Path, raw: Any, title: str | None, context: str | None, where: st
     return row, has_flag
 
 
-def _official_rows(path: Path, data: dict) -> tuple[list[dict], str]:
+def _official_rows(path: Path, data: dict, labelled: bool = True) -> tuple[list[dict], str]:
     declared = str(data.get("version", "")).lstrip("v")
     articles = data["data"]
     rows, flagged = [], False
@@ -140,14 +148,14 @@ def _official_rows(path: Path, data: dict) -> tuple[list[dict], str]:
             where = f"article {title!r} paragraph {p}"
             context = _require(path, para, "context", where)
             for q, qa in enumerate(_require(path, para, "qas", where)):
-                row, has_flag = _row(path, qa, title, context, f"{where} qas[{q}]")
+                row, has_flag = _row(path, qa, title, context, f"{where} qas[{q}]", labelled)
                 flagged |= has_flag
                 if row["is_impossible"] and declared == "1.1":
                     raise InputError(
                         f"{path}: question {row['id']}: is_impossible is a SQuAD v2.0 flag but the file declares"
                         ' "version": "1.1"'
                     )
-                if not row["answers"]["text"] and not row["is_impossible"]:
+                if labelled and not row["answers"]["text"] and not row["is_impossible"]:
                     raise InputError(
                         f"{path}: question {row['id']}: no answers and not marked is_impossible"
                     )
@@ -156,14 +164,17 @@ def _official_rows(path: Path, data: dict) -> tuple[list[dict], str]:
     return rows, version
 
 
-def _flat_rows(path: Path, items: list, *, line_numbers: list[int] | None = None, declared: str = ""
-               ) -> tuple[list[dict], str]:
+def _flat_rows(path: Path, items: list, *, line_numbers: list[int] | None = None, declared: str = "",
+               labelled: bool = True) -> tuple[list[dict], str]:
     rows, v2 = [], False
     for i, item in enumerate(items):
         where = f"line {line_numbers[i]}" if line_numbers else f"row {i}"
         if not isinstance(item, dict):
             raise InputError(f"{path}: {where}: expected an object with id/question/context/answers")
-        row, has_flag = _row(path, item, None, None, where)
+        row, has_flag = _row(path, item, None, None, where, labelled)
+        if not labelled:
+            rows.append(row)
+            continue
         if not has_flag:
             # Hub-style v2 rows (rajpurkar/squad_v2 exports) mark unanswerable questions only by empty answers.
             row["is_impossible"] = not row["answers"]["text"]
@@ -179,8 +190,10 @@ def _flat_rows(path: Path, items: list, *, line_numbers: list[int] | None = None
     return rows, "2.0" if v2 else "1.1"
 
 
-def read_squad_file(path: str | os.PathLike) -> tuple[list[dict], str, str]:
-    """Parse and validate a SQuAD file. Returns (rows, version, sha256 of the bytes)."""
+def read_squad_file(path: str | os.PathLike, *, labelled: bool = True) -> tuple[list[dict], str, str]:
+    """Parse and validate a SQuAD file. Returns (rows, version, sha256 of the bytes).
+
+    labelled=False reads a transfer set: question/context rows (or any SQuAD file) whose answers are ignored."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: SQuAD file not found")
@@ -196,16 +209,16 @@ def read_squad_file(path: str | os.PathLike) -> tuple[list[dict], str, str]:
             if line.strip():
                 items.append(_decode_json(path, line, line_offset=n - 1))
                 lines.append(n)
-        rows, version = _flat_rows(path, items, line_numbers=lines)
+        rows, version = _flat_rows(path, items, line_numbers=lines, labelled=labelled)
     else:
         data = _decode_json(path, text)
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             nested = any(isinstance(a, dict) and "paragraphs" in a for a in data["data"])
-            rows, version = _official_rows(path, data) if nested else _flat_rows(
-                path, data["data"], declared=str(data.get("version", "")).lstrip("v")
+            rows, version = _official_rows(path, data, labelled) if nested else _flat_rows(
+                path, data["data"], declared=str(data.get("version", "")).lstrip("v"), labelled=labelled
             )
         elif isinstance(data, list):
-            rows, version = _flat_rows(path, data)
+            rows, version = _flat_rows(path, data, labelled=labelled)
         else:
             raise InputError(
                 f"{path}: expected the official SQuAD layout {{\"data\": [articles]}}, a list of rows or"
@@ -222,9 +235,9 @@ def read_squad_file(path: str | os.PathLike) -> tuple[list[dict], str, str]:
     return rows, version, digest
 
 
-def _generate(path: str, sha256: str) -> Iterator[dict]:
+def _generate(path: str, sha256: str, labelled: bool = True) -> Iterator[dict]:
     # sha256 only keys the datasets cache (it is part of gen_kwargs); runs only on a cache miss.
-    rows, _, _ = read_squad_file(path)
+    rows, _, _ = read_squad_file(path, labelled=labelled)
     yield from rows
 
 
@@ -259,21 +272,25 @@ def _load_hub(source: str, split: str, cache_dir: str | None):
     return _tag_version(ds, version)
 
 
-def load_squad(source: str | os.PathLike, *, split: str = "validation", cache_dir: str | os.PathLike | None = None):
-    """Load SQuAD questions from a file or hub id into a disk-backed `datasets.Dataset` (see module doc)."""
+def load_squad(source: str | os.PathLike, *, split: str = "validation", cache_dir: str | os.PathLike | None = None,
+               labelled: bool = True):
+    """Load SQuAD questions from a file or hub id into a disk-backed `datasets.Dataset` (see module doc).
+
+    labelled=False: a transfer set, whose answers are ignored (every row has none, is_impossible false)."""
     from datasets import Dataset
 
     text = str(source)
     path = Path(text).expanduser()
     if not path.exists() and _looks_like_hub_id(text):
-        return _load_hub(text, split, None if cache_dir is None else str(cache_dir))
+        ds = _load_hub(text, split, None if cache_dir is None else str(cache_dir))
+        return ds if labelled else unlabel(ds)
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a SQuAD .json or .jsonl file")
-    rows, version, digest = read_squad_file(path)
+    rows, version, digest = read_squad_file(path, labelled=labelled)
     ds = Dataset.from_generator(
         _generate,
         features=_features(),
-        gen_kwargs={"path": str(path.resolve()), "sha256": digest},
+        gen_kwargs={"path": str(path.resolve()), "sha256": digest, **({} if labelled else {"labelled": False})},
         cache_dir=None if cache_dir is None else str(cache_dir),
         split="validation" if split is None else split,
     )
@@ -314,3 +331,17 @@ def take_articles(ds, span: tuple[float, float] | None):
     if not keep:
         raise InputError(f"article span {list(span)} selects none of the {len(titles)} articles")
     return ds.select([i for i, t in enumerate(ds["title"]) if t in keep])
+
+
+def unlabel(ds):
+    """The same questions with their answers dropped (a transfer set's rows)."""
+    return ds.map(lambda q: {"answers": {"text": [], "answer_start": []}, "is_impossible": False},
+                  features=ds.features, desc="Dropping answers")
+
+
+def drop_seen(ds, ids: set[str], contexts: set[str]):
+    """The questions whose id is not in `ids` and whose context is not in `contexts`.
+
+    A transfer set never repeats a labelled or evaluated question, nor asks about an evaluated paragraph."""
+    keep = [i for i, (qid, ctx) in enumerate(zip(ds["id"], ds["context"])) if qid not in ids and ctx not in contexts]
+    return ds if len(keep) == len(ds) else ds.select(keep)
