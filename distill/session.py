@@ -78,6 +78,11 @@ class Session:
     autocast_dtype: Any = None
     writer: Any = None
     last_saved: Optional[int] = None
+    student_flops: Any = None      # distill.flops.FlopModel of the student (and of an online teacher)
+    teacher_flops: Any = None
+    peak_flops: float = 0.0        # matmul FLOP/s in the compute dtype, measured at setup
+    flops: float = 0.0             # model FLOPs and seconds of training steps since the last log line
+    busy_s: float = 0.0
 
     @property
     def is_main(self) -> bool:
@@ -119,6 +124,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     from distill.data.features import window_lengths
     from distill.distributed import init_distributed
     from distill.ds_config import build_ds_config
+    from distill.flops import flop_model, matmul_peak
     from distill.losses import hidden_layer_map
     from distill.models import set_attention_dropout
     from distill.precision import default_device, resolve
@@ -139,21 +145,26 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     warmup_steps = cfg.warmup_for(total_steps)
     ds = build_ds_config(cfg, world, total_steps=total_steps, warmup_steps=warmup_steps, device=device,
                          precision=precision)
+    student_flops = flop_model(student_model)
     engine = _build_engine(cfg, student_model, ds, total_steps, warmup_steps)
+    # an engine whose precision block silently stayed off computes in fp32: ~1.5x slower on CPU
+    compute = ("fp16" if engine.fp16_enabled() else "bf16" if engine.bfloat16_enabled()
+               else "bf16 autocast" if engine.torch_autocast_enabled() else "fp32")
+    peak = matmul_peak({"fp16": torch.float16, "fp32": torch.float32}.get(compute, torch.bfloat16), engine.device)
     if rank == 0:
-        # an engine whose precision block silently stayed off computes in fp32: ~1.5x slower on CPU
-        compute = ("fp16" if engine.fp16_enabled() else "bf16" if engine.bfloat16_enabled()
-                   else "bf16 autocast" if engine.torch_autocast_enabled() else "fp32")
-        log.info("DeepSpeed engine computes in %s (ZeRO stage %d)", compute, engine.zero_optimization_stage())
+        log.info("DeepSpeed engine computes in %s (ZeRO stage %d); %s matmul peak here %.1f GFLOP/s", compute,
+                 engine.zero_optimization_stage(), compute.split()[0], peak / 1e9)
     columns = [c for c in (*MODEL_INPUTS, "context_mask", "start_positions", "end_positions", "labelled")
                if c in features.column_names]
     s = Session(cfg=cfg, engine=engine, ds=ds, rank=rank, world=world, rows_per_step=rows_per_step,
                 steps_per_epoch=steps_per_epoch, total_steps=total_steps, output_dir=Path(output_dir),
                 rows=features.with_format("torch", columns=columns), n_rows=len(features),
                 lengths=window_lengths(features) if cfg.group_by_length else None,
-                autocast_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision))
+                autocast_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision),
+                student_flops=student_flops, peak_flops=peak)
     if teacher_model is not None and cfg.teacher_runs_online:
         s.teacher = teacher_model.eval().to(engine.device)
+        s.teacher_flops = flop_model(teacher_model)
         if cfg.hidden_weight > 0:
             s.hidden_map = hidden_layer_map(cfg, student_model.config, teacher_model.config)
             if s.is_main:

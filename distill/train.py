@@ -4,7 +4,8 @@ Reads: the features Dataset (docs/architecture.md), teacher logits aligned row b
 teacher model run online, which hidden-state KD needs), the ds_config JSON named by `train.ds_config`.
 Writes under OUTPUT/ (rank 0 only, except checkpoint shards which every rank writes):
   train_log.jsonl      one JSON line per logged optimizer step: step, epoch, loss, kd_loss, ce_loss, hidden_loss,
-                       lr, elapsed_s; with validation, also {step, epoch, eval_loss} lines
+                       lr, elapsed_s, and since the previous line achieved_gflops, peak_gflops, train_efficiency
+                       (distill.flops); with validation, also {step, epoch, eval_loss} lines
   tensorboard/         the same scalars
   checkpoints/step<N>/ DeepSpeed checkpoint + RNG states + commit marker (distill.checkpoints)
   student/             the trained student in HF format (full fp32 weights) with the tokenizer
@@ -124,6 +125,9 @@ def _micro_losses(s: Session, idx: list[int]) -> dict:
     inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch and k in accepts}
     if s.hidden_map:
         inputs["output_hidden_states"] = True
+    rows, width = batch["input_ids"].shape
+    s.flops += 3 * s.student_flops.forward(rows, width) + (s.teacher_flops.forward(rows, width)
+                                                           if s.teacher_flops else 0.0)
     t_start, t_end, t_out = _teacher_signal(s, batch, idx)
     out = s.engine(**inputs)
     losses = distillation_loss(out.start_logits, out.end_logits, t_start, t_end, batch["start_positions"],
@@ -171,11 +175,15 @@ def log_step(s: Session, step: int, sums, started: float) -> Optional[float]:
         return None
     epoch, in_epoch = divmod(step - 1, s.steps_per_epoch)
     mean = (sums / s.cfg.gradient_accumulation).tolist()
+    achieved = s.flops / s.busy_s if s.busy_s else 0.0
     record = {"step": step, "epoch": epoch + (in_epoch + 1) / s.steps_per_epoch, **dict(zip(LOSS_KEYS, mean)),
-              "lr": s.engine.get_lr()[0], "elapsed_s": round(time.perf_counter() - started, 3)}
+              "lr": s.engine.get_lr()[0], "elapsed_s": round(time.perf_counter() - started, 3),
+              "achieved_gflops": round(achieved / 1e9, 3), "peak_gflops": round(s.peak_flops / 1e9, 3),
+              "train_efficiency": round(achieved / s.peak_flops, 4)}
+    s.flops = s.busy_s = 0.0
     with open(s.log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
-    for key in (*LOSS_KEYS, "lr"):
+    for key in (*LOSS_KEYS, "lr", "train_efficiency"):
         s.writer.add_scalar(f"train/{key}", record[key], step)
     return mean[0]
 
@@ -285,7 +293,9 @@ def train_student(cfg: TrainConfig, student_model, tokenizer, features, output_d
     skipped_before = s.engine.skipped_steps
     with tqdm(total=s.total_steps, initial=step, desc="train", disable=not s.is_main, dynamic_ncols=True) as bar:
         while step < s.total_steps:
+            busy = time.perf_counter()
             sums = train_step(s, step)
+            s.busy_s += time.perf_counter() - busy
             step += 1
             bar.update(1)
             if s.engine.skipped_steps > skipped_before:

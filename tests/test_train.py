@@ -110,8 +110,11 @@ def test_one_rank_zero2_writes_log_tensorboard_checkpoint_and_loadable_student(t
     records = load_log(tmp_path)
     assert [r["step"] for r in records] == [2, 4]
     for r in records:
-        assert set(r) >= {"step", "epoch", "loss", "kd_loss", "ce_loss", "lr", "elapsed_s"}
+        assert set(r) >= {"step", "epoch", "loss", "kd_loss", "ce_loss", "lr", "elapsed_s", "achieved_gflops",
+                          "peak_gflops", "train_efficiency"}
         assert r["kd_loss"] > 0 and r["ce_loss"] > 0
+        assert r["peak_gflops"] > 0 and r["train_efficiency"] == pytest.approx(
+            r["achieved_gflops"] / r["peak_gflops"], abs=1e-3)
         assert r["loss"] == pytest.approx(0.5 * r["kd_loss"] + 0.5 * r["ce_loss"], rel=1e-6)
     assert records[-1]["lr"] == 0.0
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
