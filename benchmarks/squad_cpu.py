@@ -46,8 +46,11 @@ RECIPE = ROOT / "recipes" / "quickstart_cpu.yaml"
 RESOLVED = "recipe.resolved.yaml"  # what `distill run` saves beside its outputs (docs: distill/run.py)
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, *, description: str = __doc__, extend=None, name: str = "squad_cpu"):
+    """This benchmark's arguments; `extend(parser)` adds a sibling script's own (squad_cpu_transfer.py)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if extend is not None:
+        extend(p)
     p.add_argument("--quick", action="store_true", help="tiny slices, a few minutes (CI smoke)")
     p.add_argument("--train-questions", type=int, default=12000)
     p.add_argument("--eval-questions", type=int, default=None, help="default: all questions of the eval set")
@@ -91,7 +94,7 @@ def parse_args():
     p.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "squad_cpu_work"))
     p.add_argument("--out", default=None,
                    help="JSON path (default benchmarks/results/squad_cpu/squad_cpu[_quick][_heldout].json)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.quick:
         args.train_questions, args.eval_questions = 160, 80
         args.max_seq_length, args.doc_stride = 128, 48
@@ -99,7 +102,7 @@ def parse_args():
     # a held-out or other-file run never lands on the committed dev result by default
     suffix = ("_quick" if args.quick else "") + ("_heldout" if args.heldout else "") + (
         f"_{Path(args.eval_file).stem}" if args.eval_file else "")
-    args.out = Path(args.out or ROOT / "benchmarks" / "results" / "squad_cpu" / f"squad_cpu{suffix}.json")
+    args.out = Path(args.out or ROOT / "benchmarks" / "results" / "squad_cpu" / f"{name}{suffix}.json")
     if args.student_seed is None:
         args.student_seed = args.seed
     args.layer_ids = [int(x) for x in args.layers.split(",")]
@@ -141,6 +144,35 @@ def write_heldout(train_json: Path, train_questions: int, out: Path, min_questio
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"version": "1.1", "data": articles[start:]}))
     return out
+
+
+def common_overrides(args, squad: Path, eval_file: Path, work: Path) -> list[str]:
+    """The `--set` overrides of recipes/quickstart_cpu.yaml every run of this benchmark shares."""
+    return [
+        f"data.train={squad / 'train-v1.1.json'}", f"data.eval={eval_file}",
+        f"data.train_questions={args.train_questions}",
+        f"data.eval_questions={args.eval_questions if args.eval_questions else 'null'}",
+        f"data.window.max_seq_length={args.max_seq_length}", f"data.window.doc_stride={args.doc_stride}",
+        f"cache_dir={work / 'cache'}",
+        f"teacher.finetune.epochs={args.teacher_epochs}", f"teacher.finetune.batch_size={args.batch_size}",
+        f"teacher.finetune.lr={args.teacher_lr}", f"teacher.finetune.seed={args.seed}",
+        f"teacher.finetune.group_by_length={str(args.teacher_grouped).lower()}",
+        f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
+        f"train.temperature={args.temperature}", f"train.seed={args.student_seed}",
+        "train.checkpoint_every=0", f"student.from_teacher_layers={args.layer_ids}",
+        f"student.architecture={args.architecture}",
+        # the committed results trained with the models' own attention dropout, not the quickstart's 0
+        "teacher.finetune.attention_dropout=null", "train.attention_dropout=null",
+    ]
+
+
+def student_overrides(args) -> dict[str, tuple[float, float, list[str]]]:
+    """name: (alpha, hidden weight, overrides of that run) of the KD and the CE-only student."""
+    hidden = args.hidden_weight
+    kd_only = [f"train.alpha={args.alpha}"] + ([f"train.hidden_weight={hidden}", "train.online_teacher=true"]
+                                               if hidden else [])
+    return {"student_kd": (args.alpha, hidden, kd_only),
+            "student_ce": (0.0, 0.0, ["train.alpha=0", "eval.teacher=false"])}
 
 
 def run_or_reuse(recipe) -> tuple[dict, bool]:
@@ -210,31 +242,12 @@ def main() -> int:
     eval_file = Path(args.eval_file).resolve() if args.eval_file else squad / "dev-v1.1.json"
     if args.heldout:
         eval_file = write_heldout(squad / "train-v1.1.json", args.train_questions, work / "heldout-train-v1.1.json")
-    common = [
-        f"data.train={squad / 'train-v1.1.json'}", f"data.eval={eval_file}",
-        f"data.train_questions={args.train_questions}",
-        f"data.eval_questions={args.eval_questions if args.eval_questions else 'null'}",
-        f"data.window.max_seq_length={args.max_seq_length}", f"data.window.doc_stride={args.doc_stride}",
-        f"cache_dir={work / 'cache'}",
-        f"teacher.finetune.epochs={args.teacher_epochs}", f"teacher.finetune.batch_size={args.batch_size}",
-        f"teacher.finetune.lr={args.teacher_lr}", f"teacher.finetune.seed={args.seed}",
-        f"teacher.finetune.group_by_length={str(args.teacher_grouped).lower()}",
-        f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
-        f"train.temperature={args.temperature}", f"train.seed={args.student_seed}",
-        "train.checkpoint_every=0", f"student.from_teacher_layers={args.layer_ids}",
-        f"student.architecture={args.architecture}",
-        # the committed results trained with the models' own attention dropout, not the quickstart's 0
-        "teacher.finetune.attention_dropout=null", "train.attention_dropout=null",
-    ]
+    common = common_overrides(args, squad, eval_file, work)
     base = load_recipe(RECIPE, [*common, f"output_dir={work / 'unused'}"])
     key = shared_key(base)
     hidden = args.hidden_weight
-    kd_only = [f"train.alpha={args.alpha}"] + ([f"train.hidden_weight={hidden}", "train.online_teacher=true"]
-                                               if hidden else [])
-    students = {  # name: (alpha, hidden weight, overrides of that run)
-        "student_kd": (args.alpha, hidden, kd_only),
-        "student_ce": (0.0, 0.0, ["train.alpha=0", "eval.teacher=false"]),
-    }
+    students = student_overrides(args)
+    kd_only = students["student_kd"][2]
 
     if args.stop_after_logits:
         warm = load_recipe(RECIPE, [*common, *kd_only, f"output_dir={work / f'warmup_t{key[:8]}'}",

@@ -38,6 +38,9 @@ from distill.session import MODEL_INPUTS, Session, setup
 
 log = logging.getLogger("distill")
 
+# train_log.jsonl keys measured with a clock: they differ between identical runs, the rest must not.
+TIMED_KEYS = ("elapsed_s", "achieved_gflops", "peak_gflops", "train_efficiency")
+
 LOSS_KEYS = ("loss", "kd_loss", "ce_loss", "hidden_loss")
 
 

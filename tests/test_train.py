@@ -18,7 +18,7 @@ from distill.files import MARKER
 from distill.testing import make_tiny_bert
 from distill.batching import epoch_order
 from distill.recipe import TrainConfig
-from distill.train import train_student
+from distill.train import TIMED_KEYS, train_student
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "_train_worker.py"
@@ -265,7 +265,7 @@ def count_loss_calls(monkeypatch, stop_at: int = 0) -> dict:
 
 
 def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in records]
+    return [{k: v for k, v in r.items() if k not in TIMED_KEYS} for r in records]
 
 
 def test_resumed_run_trains_the_remaining_steps_and_ends_identical_to_an_uninterrupted_run(

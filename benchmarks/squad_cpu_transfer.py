@@ -1,0 +1,155 @@
+"""Distillation with a transfer set at equal student steps, through `distill run`'s own pipeline (distill.run.run).
+
+Per student seed, three runs of recipes/quickstart_cpu.yaml with squad_cpu.py's settings and cache (WORK/cache,
+so they share squad_cpu.py's fine-tuned teacher and its logits):
+  ce           CE only (alpha 0): squad_cpu.py's student_ce run (the same recipe, so a finished one is reused)
+  kd           KD + CE on the labelled questions: squad_cpu.py's student_kd run (likewise)
+  kd_transfer  kd plus data.transfer: the next --transfer-questions questions of train-v1.1 (after the labelled
+               slice; never an eval question or paragraph), their answers ignored, trained on the teacher's
+               logits alone; train.max_steps pinned to the kd run's step count, so all three take equal steps.
+Runs are reused when finished and resumed when interrupted, so the comparison can be built up over several
+invocations (--seeds 42 now, --seeds 42,43 later); the JSON says which runs are still missing.
+
+Writes benchmarks/results/squad_cpu_transfer[_quick][_heldout].json: teacher {f1, exact_match}; ce, kd,
+kd_transfer (lists of per-seed {seed, f1, exact_match}); steps; transfer_questions; train_efficiency (per run:
+the mean of train_log.jsonl's achieved/peak FLOP/s); the CPU kind and compute dtype; stage seconds. The
+Markdown beside it gives mean and spread. Choose --transfer-questions with --heldout (held-out train articles),
+never by dev.
+
+    python benchmarks/squad_cpu_transfer.py --seeds 42,43                       # full dev-v1.1
+    python benchmarks/squad_cpu_transfer.py --heldout --transfer-questions 24000 --seeds 42
+    python benchmarks/squad_cpu_transfer.py --quick                              # tiny slices, minutes
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import squad_cpu
+from squad_cpu import RECIPE, common_overrides, run_or_reuse, shared_key, student_overrides, student_tag
+
+VARIANTS = ("ce", "kd", "kd_transfer")
+
+
+def extend(p):
+    p.add_argument("--transfer-questions", type=int, default=12000,
+                   help="size of the transfer set (default: as many as the labelled slice, so in the kd run's steps "
+                        "every window is seen about once instead of twice)")
+    p.add_argument("--seeds", default="42", help="student seeds, comma-separated (the teacher keeps --seed)")
+
+
+def mean_efficiency(out_dir: Path) -> float | None:
+    log = out_dir / "train_log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    values = [r["train_efficiency"] for r in rows if "train_efficiency" in r]
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (1 seed)"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
+
+
+def main() -> int:
+    args = squad_cpu.parse_args(description=__doc__, extend=extend, name="squad_cpu_transfer")
+    if args.out.parent.name == "squad_cpu" and args.out.name.startswith("squad_cpu_transfer"):
+        args.out = args.out.parent.parent / args.out.name  # benchmarks/results/squad_cpu_transfer*.json
+    if args.quick:
+        args.transfer_questions = min(args.transfer_questions, 160)
+    import logging
+
+    import torch
+
+    from distill.cli import setup_logging
+    from distill.precision import cpu_kind, resolve
+    from distill.recipe import load_recipe
+
+    setup_logging()
+    log = logging.getLogger("distill")
+    work = Path(args.work).resolve()
+    squad = Path(args.squad_dir).resolve()
+    eval_file = Path(args.eval_file).resolve() if args.eval_file else squad / "dev-v1.1.json"
+    if args.heldout:
+        eval_file = squad_cpu.write_heldout(squad / "train-v1.1.json", args.train_questions,
+                                            work / "heldout-train-v1.1.json")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = {v: [] for v in VARIANTS}
+    efficiency, stages, teacher, steps, kd_metrics = {}, {}, None, None, {}
+    for seed in seeds:
+        args.student_seed = seed
+        common = common_overrides(args, squad, eval_file, work)
+        base = load_recipe(RECIPE, [*common, f"output_dir={work / 'unused'}"])
+        key, grouped = shared_key(base), base.train.group_by_length
+        specs = student_overrides(args)
+        kd_alpha, _, kd_extra = specs["student_kd"]
+        kd_dir = work / f"student_kd_{student_tag(args, key, kd_alpha, 0.0, grouped)}"
+        runs = {"ce": (specs["student_ce"][2], work / f"student_ce_{student_tag(args, key, 0.0, 0.0, grouped)}"),
+                "kd": (kd_extra, kd_dir)}
+        for variant in VARIANTS:
+            if variant == "kd_transfer":
+                # the kd run's step count (one rank): the transfer run takes exactly as many steps
+                steps = math.ceil(kd_metrics["n_train_features"] / args.batch_size) * args.student_epochs
+                extra = [*kd_extra, f"data.transfer={squad / 'train-v1.1.json'}",
+                         f"data.transfer_questions={args.transfer_questions}", f"train.max_steps={steps}"]
+                out = Path(f"{kd_dir}_x{args.transfer_questions}_steps{steps}".replace("student_kd_", "student_kdx_"))
+            else:
+                extra, out = runs[variant]
+            recipe = load_recipe(RECIPE, [*common, *extra, f"output_dir={out}"])
+            metrics, reused = run_or_reuse(recipe)
+            log.info("seed %d %s: %s%s", seed, variant, metrics["student"], " (reused)" if reused else "")
+            results[variant].append({"seed": seed, **{k: metrics["student"][k] for k in ("f1", "exact_match")}})
+            efficiency[f"{variant}_s{seed}"] = mean_efficiency(out)
+            stages[f"{variant}_s{seed}"] = metrics["stage_seconds"]
+            if variant == "kd":
+                kd_metrics = metrics
+                teacher = {k: metrics["teacher"][k] for k in ("f1", "exact_match")}
+            if variant == "kd_transfer":
+                transfer = {k: metrics[k] for k in ("n_transfer_questions", "n_transfer_features")}
+    precision = resolve(base.train.precision, quiet=True).precision
+    summary = {
+        "benchmark": "squad_cpu_transfer" + ("_quick" if args.quick else "") + ("_heldout" if args.heldout else ""),
+        "pipeline": "distill.run.run (the code `distill run` runs), one run per student",
+        "eval_file": str(eval_file), "train_questions": args.train_questions,
+        "teacher": teacher, **results, "steps": steps, "transfer_questions": transfer["n_transfer_questions"],
+        "transfer_features": transfer["n_transfer_features"], "seeds": seeds,
+        "train_efficiency": efficiency,
+        "machine": {"cpu_kind": cpu_kind(), "compute_dtype": precision, "threads": torch.get_num_threads()},
+        "stage_seconds": stages,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    f1 = {v: [r["f1"] for r in results[v]] for v in VARIANTS}
+    md = [f"# {summary['benchmark']}: KD with a transfer set, equal student steps",
+          "",
+          f"Teacher: MiniLM-L6 fine-tuned on the first {args.train_questions} questions of train-v1.1; students: "
+          f"{args.architecture}, layers {args.layers}, {steps} steps of batch {args.batch_size} each; transfer set: "
+          f"{summary['transfer_questions']} further train-v1.1 questions ({summary['transfer_features']} windows), "
+          f"answers ignored. Eval: {eval_file.name}. CPU: {cpu_kind()}, compute dtype {precision}.",
+          "",
+          "| model | F1 (mean ± sd over seeds) | per seed (F1 / EM) |", "|---|---|---|",
+          f"| teacher | {teacher['f1']:.2f} | EM {teacher['exact_match']:.2f} |"]
+    md += [f"| {v} | {spread(f1[v])} | " + ", ".join(f"s{r['seed']}: {r['f1']:.2f} / {r['exact_match']:.2f}"
+                                                  for r in results[v]) + " |" for v in VARIANTS]
+    gain = lambda a, b: statistics.fmean(f1[a]) - statistics.fmean(f1[b])
+    md += ["", f"- KD gain over CE (mean F1): **{gain('kd', 'ce'):+.2f}**; KD + transfer over CE: "
+               f"**{gain('kd_transfer', 'ce'):+.2f}**",
+           f"- retention (KD + transfer / teacher F1): **{100 * statistics.fmean(f1['kd_transfer']) / teacher['f1']:.1f}%**",
+           f"- train_efficiency (achieved / peak {precision} matmul FLOP/s): "
+           + ", ".join(f"{k} {v}" for k, v in efficiency.items()),
+           f"- this invocation: {time.perf_counter() - squad_cpu.T_START:.0f} s (finished runs are reused)"]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
