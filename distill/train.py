@@ -120,6 +120,7 @@ def _teacher_signal(s: Session, batch: dict, idx: list[int]):
 def _micro_losses(s: Session, idx: list[int]) -> dict:
     """Forward one micro batch of rows `idx`; the loss terms (LOSS_KEYS) as tensors."""
     import torch
+    from torch.profiler import record_function  # named ranges for benchmarks/profile_train.py
 
     from distill.losses import distillation_loss, hidden_state_loss, valid_positions_mask
 
@@ -131,8 +132,10 @@ def _micro_losses(s: Session, idx: list[int]) -> dict:
     rows, width = batch["input_ids"].shape
     s.flops += 3 * s.student_flops.forward(rows, width) + (s.teacher_flops.forward(rows, width)
                                                            if s.teacher_flops else 0.0)
-    t_start, t_end, t_out = _teacher_signal(s, batch, idx)
-    out = s.engine(**inputs)
+    with record_function("distill.teacher"):
+        t_start, t_end, t_out = _teacher_signal(s, batch, idx)
+    with record_function("distill.student_forward"):
+        out = s.engine(**inputs)
     losses = distillation_loss(out.start_logits, out.end_logits, t_start, t_end, batch["start_positions"],
                                batch["end_positions"], valid_positions_mask(batch["context_mask"]),
                                temperature=s.cfg.temperature, alpha=s.cfg.alpha, labelled=batch.get("labelled"))
@@ -148,6 +151,7 @@ def train_step(s: Session, step: int):
     """Optimizer step `step` + 1: every micro batch of this rank; the summed global-mean loss terms."""
     import torch
     import torch.distributed as tdist
+    from torch.profiler import record_function
 
     cfg = s.cfg
     epoch, in_epoch = divmod(step, s.steps_per_epoch)
@@ -167,8 +171,10 @@ def train_step(s: Session, step: int):
                                    f"{part[0].item()} (kd {part[1].item()}, ce {part[2].item()}, hidden "
                                    f"{part[3].item()}); {where}")
         sums += part
-        s.engine.backward(losses["loss"])
-        s.engine.step()
+        with record_function("distill.backward"):
+            s.engine.backward(losses["loss"])
+        with record_function("distill.optimizer_step"):
+            s.engine.step()
     return sums
 
 
