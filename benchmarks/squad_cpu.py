@@ -146,6 +146,16 @@ def write_heldout(train_json: Path, train_questions: int, out: Path, min_questio
     return out
 
 
+def run_paths(args) -> tuple[Path, Path, Path]:
+    """(work dir, SQuAD dir, eval file): dev-v1.1, --eval-file, or with --heldout the held-out train file it writes."""
+    work = Path(args.work).resolve()
+    squad = Path(args.squad_dir).resolve()
+    eval_file = Path(args.eval_file).resolve() if args.eval_file else squad / "dev-v1.1.json"
+    if args.heldout:
+        eval_file = write_heldout(squad / "train-v1.1.json", args.train_questions, work / "heldout-train-v1.1.json")
+    return work, squad, eval_file
+
+
 def common_overrides(args, squad: Path, eval_file: Path, work: Path) -> list[str]:
     """The `--set` overrides of recipes/quickstart_cpu.yaml every run of this benchmark shares."""
     return [
@@ -237,11 +247,7 @@ def main() -> int:
 
     setup_logging()
     log = logging.getLogger("distill")
-    work = Path(args.work).resolve()
-    squad = Path(args.squad_dir).resolve()
-    eval_file = Path(args.eval_file).resolve() if args.eval_file else squad / "dev-v1.1.json"
-    if args.heldout:
-        eval_file = write_heldout(squad / "train-v1.1.json", args.train_questions, work / "heldout-train-v1.1.json")
+    work, squad, eval_file = run_paths(args)
     common = common_overrides(args, squad, eval_file, work)
     base = load_recipe(RECIPE, [*common, f"output_dir={work / 'unused'}"])
     key = shared_key(base)

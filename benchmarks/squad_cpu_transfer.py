@@ -74,12 +74,7 @@ def main() -> int:
 
     setup_logging()
     log = logging.getLogger("distill")
-    work = Path(args.work).resolve()
-    squad = Path(args.squad_dir).resolve()
-    eval_file = Path(args.eval_file).resolve() if args.eval_file else squad / "dev-v1.1.json"
-    if args.heldout:
-        eval_file = squad_cpu.write_heldout(squad / "train-v1.1.json", args.train_questions,
-                                            work / "heldout-train-v1.1.json")
+    work, squad, eval_file = squad_cpu.run_paths(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {v: [] for v in VARIANTS}
     efficiency, stages, teacher, steps, kd_metrics = {}, {}, None, None, {}
