@@ -8,7 +8,7 @@ so they share squad_cpu.py's fine-tuned teacher and its logits):
                slice; never an eval question or paragraph), their answers ignored, trained on the teacher's
                logits alone; train.max_steps pinned to the kd run's step count, so all three take equal steps.
 Runs are reused when finished and resumed when interrupted, so the comparison can be built up over several
-invocations (--seeds 42 now, --seeds 42,43 later); the JSON says which runs are still missing.
+invocations (--seeds 42 now, --seeds 42,43 later).
 
 Writes benchmarks/results/squad_cpu_transfer[_quick][_heldout].json: teacher {f1, exact_match}; ce, kd,
 kd_transfer (lists of per-seed {seed, f1, exact_match}); steps; transfer_questions; train_efficiency (per run:
@@ -24,7 +24,6 @@ never by dev.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 import time
@@ -43,10 +42,13 @@ def extend(p):
     p.add_argument("--seeds", default="42", help="student seeds, comma-separated (the teacher keeps --seed)")
 
 
-def mean_efficiency(out_dir: Path) -> float | None:
+def train_log(out_dir: Path) -> list[dict]:
     log = out_dir / "train_log.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    values = [r["train_efficiency"] for r in rows if "train_efficiency" in r]
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def mean_efficiency(out_dir: Path) -> float | None:
+    values = [r["train_efficiency"] for r in train_log(out_dir) if "train_efficiency" in r]
     return round(statistics.fmean(values), 4) if values else None
 
 
@@ -77,7 +79,7 @@ def main() -> int:
     work, squad, eval_file = squad_cpu.run_paths(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {v: [] for v in VARIANTS}
-    efficiency, stages, teacher, steps, kd_metrics = {}, {}, None, None, {}
+    efficiency, stages, teacher, steps = {}, {}, None, None
     for seed in seeds:
         args.student_seed = seed
         common = common_overrides(args, squad, eval_file, work)
@@ -90,8 +92,8 @@ def main() -> int:
                 "kd": (kd_extra, kd_dir)}
         for variant in VARIANTS:
             if variant == "kd_transfer":
-                # the kd run's step count (one rank): the transfer run takes exactly as many steps
-                steps = math.ceil(kd_metrics["n_train_features"] / args.batch_size) * args.student_epochs
+                # the transfer run takes exactly as many optimizer steps as the kd run logged
+                steps = max(r["step"] for r in train_log(kd_dir))
                 extra = [*kd_extra, f"data.transfer={squad / 'train-v1.1.json'}",
                          f"data.transfer_questions={args.transfer_questions}", f"train.max_steps={steps}"]
                 out = Path(f"{kd_dir}_x{args.transfer_questions}_steps{steps}".replace("student_kd_", "student_kdx_"))
@@ -104,7 +106,6 @@ def main() -> int:
             efficiency[f"{variant}_s{seed}"] = mean_efficiency(out)
             stages[f"{variant}_s{seed}"] = metrics["stage_seconds"]
             if variant == "kd":
-                kd_metrics = metrics
                 teacher = {k: metrics["teacher"][k] for k in ("f1", "exact_match")}
             if variant == "kd_transfer":
                 transfer = {k: metrics[k] for k in ("n_transfer_questions", "n_transfer_features")}
