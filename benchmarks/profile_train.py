@@ -9,9 +9,11 @@ distill.optimizer_step; the rest of a step (loss, all_reduce of the loss terms, 
 
 Reports per mode: seconds per step in each range, the FLOP rate of the student's forward, its backward
 (counted as 2x forward) and the teacher's forward against the matmul peak the session measured, the ops
-taking the most self time, and cached/online step time against the ratio the FLOP counts alone imply.
+taking the most self time, cached/online step time against the ratio the FLOP counts alone imply, and the
+rate of the matmul ops alone (the profiler's FLOP count over their own time): the ceiling of the whole step's.
 
     python benchmarks/profile_train.py [--questions 200] [--steps 6] [--warmup 2] [--attention-dropout 0]
+                                       [--ds-config FILE]
 
 Writes benchmarks/results/profile_train.json (and .md; with --attention-dropout X, profile_train_adX.*).
 """
@@ -30,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 RANGES = ("distill.teacher", "distill.student_forward", "distill.backward", "distill.optimizer_step")
 
 
@@ -62,7 +65,7 @@ def profile_mode(cfg, student, features, out: Path, *, logits=None, teacher=None
     for step in range(warmup):
         train_step(s, step)
     flops0 = s.flops
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         t0 = time.perf_counter()
         for step in range(warmup, warmup + steps):
             train_step(s, step)
@@ -72,7 +75,12 @@ def profile_mode(cfg, student, features, out: Path, *, logits=None, teacher=None
     top = sorted((e for e in events if not e.key.startswith(("distill.", "ProfilerStep"))),
                  key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
     total_self = sum(e.self_cpu_time_total for e in events) or 1
+    # the profiler also counts FLOPs of elementwise add/mul: keep the matmuls, whose rate bounds the step's
+    gemms = [e for e in events if e.flops and e.key in GEMM_OPS]
+    gemm_s = sum(e.self_cpu_time_total for e in gemms) / 1e6
     return {
+        "matmul_ops": {"ops": sorted(e.key for e in gemms), "s_per_step": round(gemm_s / steps, 4),
+                       "gflops": round(sum(e.flops for e in gemms) / gemm_s / 1e9, 1) if gemm_s else 0.0},
         "step_s": round(wall / steps, 3), "peak_gflops": round(s.peak_flops / 1e9, 1),
         "flops_per_step": (s.flops - flops0) / steps, "threads": torch.get_num_threads(),
         "ranges_s_per_step": {k.split(".", 1)[1]: round(ranges.get(k, 0.0), 4) for k in RANGES},
@@ -99,6 +107,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--attention-dropout", type=float, default=None,
                    help="train.attention_dropout for the student (default: the model's own 0.1)")
+    p.add_argument("--ds-config", default=None, help="DeepSpeed JSON (default: the shipped zero2_<dtype>.json)")
     p.add_argument("--squad", default=str(ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile_train.json"))
     args = p.parse_args()
@@ -122,8 +131,8 @@ def main() -> int:
     teacher = load_qa_model("minilm")
     precision = resolve("auto", quiet=True).precision
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4, alpha=0.5, temperature=2.0, precision=precision,
-                      ds_config=str(ROOT / "ds_configs" / f"zero2_{precision}.json"), log_every=10_000,
-                      attention_dropout=args.attention_dropout)
+                      ds_config=args.ds_config or str(ROOT / "ds_configs" / f"zero2_{precision}.json"),
+                      log_every=10_000, attention_dropout=args.attention_dropout)
     modes = {}
     with tempfile.TemporaryDirectory() as tmp:
         logits, _ = build_logit_cache(teacher, features, Path(tmp) / "cache", batch_size=64, precision=precision,
@@ -144,11 +153,14 @@ def main() -> int:
         "cpu_kind": cpu_kind(), "compute_dtype": precision, "n_features": len(features),
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "steps_profiled": args.steps,
         "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "model's own (0.1)",
+        "ds_config": cfg.ds_config,
         "cached": cached, "online": online,
         "rates": {"student_forward": rate(student_fwd, r["student_forward"], peak),
                   "student_backward": rate(2 * student_fwd, r["backward"], peak),
                   "teacher_forward_online": rate(teacher_fwd, online["ranges_s_per_step"]["teacher"], peak),
-                  "whole_step_cached": rate(3 * student_fwd, cached["step_s"], peak)},
+                  "whole_step_cached": rate(3 * student_fwd, cached["step_s"], peak),
+                  "matmul_ops_cached": {"gflops": cached["matmul_ops"]["gflops"],
+                                        "of_peak": round(cached["matmul_ops"]["gflops"] / peak, 3)}},
         "cached_over_online_step": round(cached["step_s"] / online["step_s"], 3),
         "cached_over_online_flops_implied": round(3 * student_fwd / (3 * student_fwd + teacher_fwd), 3),
     }
@@ -156,8 +168,9 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(summary, indent=2))
     md = [f"# profile_train: where a student step's time goes ({summary['cpu_kind']}, {precision})", "",
           f"{len(features)} train-v1.1 windows, seq {args.max_seq_length}, batch {args.batch_size}, DistilBERT 3x384 "
-          f"student from MiniLM-L6, attention dropout {summary['attention_dropout']}; {args.steps} steps profiled after {args.warmup} warm-up steps; matmul peak "
-          f"{peak} GFLOP/s ({precision}).", "",
+          f"student from MiniLM-L6, attention dropout {summary['attention_dropout']}, "
+          f"{Path(cfg.ds_config).name}; {args.steps} steps profiled after {args.warmup} "
+          f"warm-up steps; matmul peak {peak} GFLOP/s ({precision}).", "",
           "| seconds per step | " + " | ".join(k.split(".", 1)[1] for k in RANGES) + " | other | whole step |",
           "|---|" + "---|" * (len(RANGES) + 2)]
     for mode, m in modes.items():
@@ -165,6 +178,9 @@ def main() -> int:
                   + f" | {m['other_s_per_step']:.3f} | {m['step_s']:.3f} |")
     md += ["", "| part | GFLOP/s | of peak |", "|---|---|---|"]
     md += [f"| {k} | {v['gflops']} | {v['of_peak']} |" for k, v in summary["rates"].items()]
+    md += ["", "matmul_ops_cached: the profiler's FLOP count of the matmul ops "
+               f"({', '.join(cached['matmul_ops']['ops'])}) over their own time, "
+               f"{cached['matmul_ops']['s_per_step']} s per step: the rate the step's GEMMs reach at these shapes."]
     md += ["", f"cached / online step time: **{summary['cached_over_online_step']}**; the FLOP counts alone imply "
                f"{summary['cached_over_online_flops_implied']}.", "", "Ops with the most self time (cached mode):", "",
            "| op | s per step | share | calls per step |", "|---|---|---|---|"]

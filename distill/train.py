@@ -25,6 +25,7 @@ import copy
 import inspect
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -165,17 +166,27 @@ def train_step(s: Session, step: int):
         tdist.all_reduce(part)
         part /= s.world
         if not torch.isfinite(part).all():
-            where = (f"last checkpoint {s.ckpt_dir / f'step{s.last_saved}'} is intact" if s.last_saved
-                     else "no checkpoint was written")
-            raise TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): loss is "
-                                   f"{part[0].item()} (kd {part[1].item()}, ce {part[2].item()}, hidden "
-                                   f"{part[3].item()}); {where}")
+            diverged(s, step, f"loss is {part[0].item()} (kd {part[1].item()}, ce {part[2].item()}, hidden "
+                              f"{part[3].item()})")
         sums += part
         with record_function("distill.backward"):
             s.engine.backward(losses["loss"])
         with record_function("distill.optimizer_step"):
             s.engine.step()
+    # DeepSpeed skips a non-finite update only where it scans for one (fp16, bf16); in fp32 ZeRO (or bf16 with
+    # check_grad_overflow off) it applies it, and only the norm it computed tells
+    norm = s.engine.get_global_grad_norm()
+    if (norm is not None and not getattr(s.engine.optimizer, "check_grad_overflow", s.engine.fp16_enabled())
+            and not math.isfinite(float(norm))):
+        diverged(s, step, f"gradient norm is {float(norm)}")
     return sums
+
+
+def diverged(s: Session, step: int, what: str):
+    where = (f"last checkpoint {s.ckpt_dir / f'step{s.last_saved}'} is intact" if s.last_saved
+             else "no checkpoint was written")
+    raise TrainingDiverged(f"training diverged at step {step + 1} (epoch {step // s.steps_per_epoch + 1}): "
+                           f"{what}; {where}")
 
 
 def log_step(s: Session, step: int, sums, started: float) -> Optional[float]:

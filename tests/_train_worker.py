@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--nan-at-step", type=int, default=0, help="make the loss NaN from this (1-based) step on")
+    ap.add_argument("--inf-grad-at-step", type=int, default=0,
+                    help="make one gradient infinite (the loss stays finite) from this (1-based) step on")
     ap.add_argument("--step-delay", type=float, default=0.0, help="sleep per micro batch (gives a kill a window)")
     args = ap.parse_args()
 
@@ -117,6 +119,9 @@ def main() -> None:
                       precision="fp32", ds_config=args.ds_config, checkpoint_every=args.checkpoint_every,
                       log_every=1, alpha=args.alpha, seed=7)
     model = AutoModelForQuestionAnswering.from_pretrained(args.model)
+    if args.inf_grad_at_step:
+        model.qa_outputs.weight.register_hook(
+            lambda g: g * float("inf") if calls["n"] >= args.inf_grad_at_step else g)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     features = make_features(args.rows)
     logits = None

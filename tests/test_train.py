@@ -391,6 +391,15 @@ def test_two_ranks_log_the_same_losses_as_one_rank_with_the_same_global_batch(no
         (diffs.max().item(), diffs.mean().item(), moved.mean().item())
 
 
+def test_an_infinite_gradient_under_a_finite_loss_stops_naming_the_step_where_deepspeed_does_not_scan(
+        tiny_bert_dir, tmp_path):
+    proc = run_worker(["--model", tiny_bert_dir, "--out", tmp_path, "--max-steps", 6, "--checkpoint-every", 2,
+                       "--inf-grad-at-step", 3], check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "training diverged at step 3" in proc.stderr and "gradient norm is" in proc.stderr
+    assert "step2 is intact" in proc.stderr
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_leaves_the_last_checkpoint_intact(tiny_bert_dir, tmp_path):
     from distill.checkpoints import verify_checkpoint
