@@ -175,10 +175,10 @@ def train_step(s: Session, step: int):
             s.engine.step()
     # DeepSpeed skips a non-finite update only where it scans for one (fp16, bf16); in fp32 ZeRO (or bf16 with
     # check_grad_overflow off) it applies it, and only the norm it computed tells
-    norm = s.engine.get_global_grad_norm()
-    if (norm is not None and not getattr(s.engine.optimizer, "check_grad_overflow", s.engine.fp16_enabled())
-            and not math.isfinite(float(norm))):
-        diverged(s, step, f"gradient norm is {float(norm)}")
+    if not getattr(s.engine.optimizer, "check_grad_overflow", s.engine.fp16_enabled()):
+        norm = s.engine.get_global_grad_norm()
+        if norm is not None and not math.isfinite(float(norm)):
+            diverged(s, step, f"gradient norm is {float(norm)}")
     return sums
 
 
