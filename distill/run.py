@@ -5,7 +5,8 @@ Reads: a Recipe (see recipe.py). Writes into recipe.output_dir:
   train_log.jsonl, tensorboard/, checkpoints/, student/   (train.py)
   teacher_predictions.json, predictions.json (student), [teacher_]na_probs.json (v2), metrics.json,
   student/README.md (model card, distill.card; the fine-tuned teacher gets one too)
-and into recipe.cache_dir: fine-tuned teachers (teachers/<key>/) and teacher logits (teacher_logits/<key>/).
+and into recipe.cache_dir: fine-tuned teachers (teachers/<key>/), teacher logits (teacher_logits/<key>/) and
+the teacher's eval score and predictions (teacher_eval/<key>/).
 
 Stages, each in its own module and skipped when its result is cached: preflight (every input loaded and
 checked) -> data.features -> teacher (fine-tune if asked, logit cache) -> student (build) -> train ->
@@ -86,18 +87,23 @@ def evaluate_models(recipe: Recipe, models: dict, tokenizer, examples, out: Path
     from distill.files import write_json
     from distill.precision import resolve
     from distill.predict import evaluate
+    from distill.teacher import evaluate_teacher
 
     features = prepare_features(examples, tokenizer, recipe.data.window)
     metrics = {"eval_data": recipe.data.eval, "n_questions": len(examples), "version": squad_version(examples)}
     e = recipe.eval
     precision = resolve(e.precision, what="eval.precision").precision
+    settings = dict(batch_size=e.batch_size, null_threshold=e.null_threshold,
+                    no_answer_probability=e.no_answer_probability, n_best_size=e.n_best_size,
+                    max_answer_length=e.max_answer_length)
     for role, model in models.items():
         t0 = time.perf_counter()
-        metrics[role] = evaluate(model, examples, features, out_dir=out, prefix="teacher_" if role == "teacher" else "",
-                                 batch_size=e.batch_size, precision=precision, null_threshold=e.null_threshold,
-                                 no_answer_probability=e.no_answer_probability,
-                                 n_best_size=e.n_best_size, max_answer_length=e.max_answer_length,
-                                 desc=f"eval {role}")
+        if role == "teacher":
+            metrics[role], metrics["teacher_eval_reused"] = evaluate_teacher(
+                model, examples, features, out, resolve_path(recipe.cache_dir), precision=precision, **settings)
+        else:
+            metrics[role] = evaluate(model, examples, features, out_dir=out, precision=precision,
+                                     desc=f"eval {role}", **settings)
         metrics[f"{role}_eval_seconds"] = round(time.perf_counter() - t0, 2)
         log.info("eval %s: %s", role, json.dumps(metrics[role]))
     write_json(out / "metrics.json", metrics)

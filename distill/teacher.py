@@ -5,6 +5,8 @@ Writes, under CACHE/teachers/<key>/: the fine-tuned teacher (HF format, with its
 train_log.jsonl), trained in
 CACHE/teachers/<key>.work/ by `train.train_student` (CE only) and renamed into place when finished; the key
 hashes the base weights, the features' fingerprint and the fine-tuning settings, with precision as resolved.
+Writes, under CACHE/teacher_eval/<key>/: the teacher's score and predictions on the eval windows
+(`evaluate_teacher`), so runs that change only the student never score the same teacher twice.
 Writes, under CACHE/teacher_logits/<key>/: `shard-*.npz` while building (row ids and logits, each written
 atomically, so an interrupted build resumes from the shards it finished), then `logits/` (a `datasets` Arrow table,
 memory-mapped, one row per feature with `start_logits`/`end_logits`) and last `complete.json` (the
@@ -42,6 +44,7 @@ log = logging.getLogger("distill")
 
 # 2: shards cut from the longest-first order; key holds the resolved precision. 3: distill.files marker
 CACHE_FORMAT = 3
+EVAL_FORMAT = 1
 LOGIT_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 
 
@@ -184,3 +187,36 @@ def build_logit_cache(teacher, features, cache_root: Path, *, dtype: str = "fp16
     layout.unlink(missing_ok=True)
     log.info("teacher logits: built %s (%d features, %d forward batches)", cache_dir, n, info["forwards"])
     return load_logit_cache(cache_dir), {**info, "reused": False}
+
+
+def evaluate_teacher(teacher, examples, features, out_dir: Path, cache_root: Path, *, precision: str,
+                     **settings) -> tuple[dict, bool]:
+    """(score, reused): `predict.evaluate` of the teacher, done once per weights, eval windows and settings.
+
+    Copies teacher_predictions.json (and teacher_na_probs.json for v2) into `out_dir` either way.
+    """
+    from distill.models import weights_hash
+    from distill.precision import resolve
+    from distill.predict import evaluate
+
+    compute = resolve(precision, quiet=True)
+    key = settings_hash([EVAL_FORMAT, weights_hash(teacher), features._fingerprint, compute.key, settings])
+    cached = Path(cache_root) / "teacher_eval" / key
+    reused = is_committed(cached)
+    if reused:
+        verify_marker(cached, what="teacher eval cache", fix=f"delete {cached} to score the teacher again")
+        log.info("eval teacher: reusing the score and predictions in %s", cached)
+    else:
+        tmp = cached.with_name(key + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        score = evaluate(teacher, examples, features, out_dir=tmp, prefix="teacher_", precision=compute.precision,
+                         desc="eval teacher", **settings)
+        write_json(tmp / "score.json", score)
+        write_marker(tmp, format=EVAL_FORMAT, n_features=len(features), precision=compute.precision,
+                     device=compute.device, features_fingerprint=features._fingerprint)
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)
+    for f in cached.glob("teacher_*.json"):
+        shutil.copy2(f, Path(out_dir) / f.name)
+    return json.loads((cached / "score.json").read_text()), reused
