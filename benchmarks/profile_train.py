@@ -13,9 +13,10 @@ taking the most self time, cached/online step time against the ratio the FLOP co
 rate of the matmul ops alone (the profiler's FLOP count over their own time): the ceiling of the whole step's.
 
     python benchmarks/profile_train.py [--questions 200] [--steps 6] [--warmup 2] [--attention-dropout 0]
-                                       [--ds-config FILE]
+                                       [--attn-implementation sdpa] [--ds-config FILE]
 
-Writes benchmarks/results/profile_train.json (and .md; with --attention-dropout X, profile_train_adX.*).
+Writes benchmarks/results/profile_train.json (and .md; with --attention-dropout X, profile_train_adX.*; with
+--attn-implementation sdpa or eager, a suffix _sdpa or _eager).
 """
 
 from __future__ import annotations
@@ -107,18 +108,22 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--attention-dropout", type=float, default=None,
                    help="train.attention_dropout for the student (default: the model's own 0.1)")
+    p.add_argument("--attn-implementation", choices=("auto", "sdpa", "eager"), default="auto",
+                   help="train.attn_implementation (auto: eager on CPU in bf16, else the model's own)")
     p.add_argument("--ds-config", default=None, help="DeepSpeed JSON (default: the shipped zero2_<dtype>.json)")
     p.add_argument("--squad", default=str(ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile_train.json"))
     args = p.parse_args()
     if args.attention_dropout is not None and args.out == p.get_default("out"):
         args.out = args.out.replace(".json", f"_ad{args.attention_dropout:g}.json")
+    if args.attn_implementation != "auto" and Path(args.out).parent == ROOT / "benchmarks" / "results":
+        args.out = args.out.replace(".json", f"_{args.attn_implementation}.json")
 
     from distill.cli import setup_logging
     from distill.data.features import WindowConfig, prepare_features
     from distill.data.squad import load_squad, take_questions
-    from distill.models import load_qa_model, load_tokenizer
-    from distill.precision import cpu_kind, resolve
+    from distill.models import load_qa_model, load_tokenizer, training_attention
+    from distill.precision import cpu_kind, default_device, resolve
     from distill.recipe import TrainConfig
     from distill.student import distilbert_from_bert_layers
     from distill.teacher import build_logit_cache
@@ -132,7 +137,8 @@ def main() -> int:
     precision = resolve("auto", quiet=True).precision
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4, alpha=0.5, temperature=2.0, precision=precision,
                       ds_config=args.ds_config or str(ROOT / "ds_configs" / f"zero2_{precision}.json"),
-                      log_every=10_000, attention_dropout=args.attention_dropout)
+                      log_every=10_000, attention_dropout=args.attention_dropout,
+                      attn_implementation=args.attn_implementation)
     modes = {}
     with tempfile.TemporaryDirectory() as tmp:
         logits, _ = build_logit_cache(teacher, features, Path(tmp) / "cache", batch_size=64, precision=precision,
@@ -153,6 +159,8 @@ def main() -> int:
         "cpu_kind": cpu_kind(), "compute_dtype": precision, "n_features": len(features),
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "steps_profiled": args.steps,
         "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "model's own (0.1)",
+        "attn_implementation": {"setting": args.attn_implementation,
+                                "training": training_attention(args.attn_implementation, default_device(), precision) or "sdpa"},
         "ds_config": cfg.ds_config,
         "cached": cached, "online": online,
         "rates": {"student_forward": rate(student_fwd, r["student_forward"], peak),
@@ -169,6 +177,7 @@ def main() -> int:
     md = [f"# profile_train: where a student step's time goes ({summary['cpu_kind']}, {precision})", "",
           f"{len(features)} train-v1.1 windows, seq {args.max_seq_length}, batch {args.batch_size}, DistilBERT 3x384 "
           f"student from MiniLM-L6, attention dropout {summary['attention_dropout']}, "
+          f"attention kernel {summary['attn_implementation']['training']} ({args.attn_implementation}), "
           f"{Path(cfg.ds_config).name}; {args.steps} steps profiled after {args.warmup} "
           f"warm-up steps; matmul peak {peak} GFLOP/s ({precision}).", "",
           "| seconds per step | " + " | ".join(k.split(".", 1)[1] for k in RANGES) + " | other | whole step |",

@@ -173,6 +173,8 @@ def common_overrides(args, squad: Path, eval_file: Path, work: Path) -> list[str
         f"student.architecture={args.architecture}",
         # the committed results trained with the models' own attention dropout, not the quickstart's 0
         "teacher.finetune.attention_dropout=null", "train.attention_dropout=null",
+        # and their teachers with SDPA (before train.attn_implementation existed), so the cached ones stay valid
+        "teacher.finetune.attn_implementation=sdpa",
     ]
 
 

@@ -7,6 +7,7 @@ Building a student from these is `distill.student`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -144,6 +145,31 @@ def set_attention_dropout(model, p: float) -> int:
     if not changed:
         raise InputError(f"{type(model).__name__}: found no attention dropout to set")
     return changed
+
+
+def training_attention(choice: str, device: str, precision: str) -> str | None:
+    """The attention kernel to train with (None: the model's own) for `train.attn_implementation`.
+
+    auto picks eager on CPU in bf16: there SDPA runs a flash kernel whose backward is slow, or, with attention
+    dropout, an unfused path slower still, while eager's matmuls run at the GEMM rate (docs/training.md).
+    """
+    if choice != "auto":
+        return choice
+    return "eager" if device == "cpu" and precision == "bf16" else None
+
+
+@contextlib.contextmanager
+def attention_kernel(model, kernel: str | None):
+    """Run `model` with attention `kernel` (None: unchanged) inside the block; restores its own after."""
+    own = model.config._attn_implementation
+    if kernel is None or kernel == own:
+        yield
+        return
+    model.set_attn_implementation(kernel)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(own)
 
 
 def weights_hash(model) -> str:

@@ -93,13 +93,14 @@ class TrainConfig(BaseModel):
     hidden_layers: Optional[list[int]] = Field(
         None, description="Teacher layer (1-based) each student layer's output is matched to; default spreads "
                           "them evenly, e.g. [2, 4, 6] for a 3-layer student of a 6-layer teacher.")
-    attention_dropout: Optional[float] = Field(
-        None, ge=0, lt=1, description="Dropout on attention probabilities while training; null keeps the model's "
-                                      "own (0.1 in BERT/DistilBERT). 0 makes a CPU step ~1.7x faster (docs/training.md).")
-    group_by_length: bool = Field(
-        False, description="Put windows of similar length in the same step: less padding computed (0.67x step "
-                           "time at seq 256 on SQuAD) but a less even mix per step; hurt a short fresh-head fine-tune "
-                           "once, not a longer one (docs/training.md).")
+    attention_dropout: Optional[float] = Field(None, ge=0, lt=1, description="Dropout on attention probabilities while "
+                                               "training; null keeps the model's own (0.1 in BERT/DistilBERT).")
+    attn_implementation: Literal["auto", "sdpa", "eager"] = Field(
+        "auto", description="Attention kernel while training: auto = eager on CPU in bf16 (faster there than SDPA's "
+                            "kernels, docs/training.md), else the model's own. Inference always uses the model's own.")
+    group_by_length: bool = Field(False, description="Put windows of similar length in the same step: less padding "
+                                  "computed (0.67x step time at seq 256 on SQuAD) but a less even mix per step; hurt a "
+                                  "short fresh-head fine-tune once, not a longer one (docs/training.md).")
 
     @field_validator("adam_betas")
     @classmethod

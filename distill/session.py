@@ -81,6 +81,7 @@ class Session:
     student_flops: Any = None      # distill.flops.FlopModel of the student (and of an online teacher)
     teacher_flops: Any = None
     peak_flops: float = 0.0        # matmul FLOP/s in the compute dtype, measured at setup
+    own_attention: Optional[str] = None  # the model's attention kernel, for inference and once trained
     flops: float = 0.0             # model FLOPs and seconds of training steps since the last log line
     busy_s: float = 0.0
 
@@ -127,7 +128,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     from distill.ds_config import build_ds_config
     from distill.flops import flop_model, matmul_peak
     from distill.losses import hidden_layer_map
-    from distill.models import set_attention_dropout
+    from distill.models import set_attention_dropout, training_attention
     from distill.precision import default_device, resolve
 
     _check_inputs(cfg, features, teacher_logits, teacher_model)
@@ -140,6 +141,16 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     init_distributed(device)
     rank, world = tdist.get_rank(), tdist.get_world_size()
     precision = resolve(cfg.precision, device, what=f"{cfg.section}.precision", quiet=rank != 0).precision
+    own_attention = student_model.config._attn_implementation
+    kernel = training_attention(cfg.attn_implementation, device, precision) or own_attention
+    if kernel != own_attention:
+        try:
+            student_model.set_attn_implementation(kernel)
+        except (ValueError, ImportError) as err:
+            raise InputError(f"{cfg.section}.attn_implementation: {kernel}: {err}") from None
+    if rank == 0:
+        log.info("attention: %s while training, %s for inference (%s.attn_implementation: %s)", kernel,
+                 own_attention, cfg.section, cfg.attn_implementation)
     rows_per_step = cfg.batch_size * cfg.gradient_accumulation * world
     steps_per_epoch = math.ceil(len(features) / rows_per_step)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
@@ -162,7 +173,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
                 rows=features.with_format("torch", columns=columns), n_rows=len(features),
                 lengths=window_lengths(features) if cfg.group_by_length else None,
                 autocast_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision),
-                student_flops=student_flops, peak_flops=peak)
+                student_flops=student_flops, peak_flops=peak, own_attention=own_attention)
     if teacher_model is not None and cfg.teacher_runs_online:
         s.teacher = teacher_model.eval().to(engine.device)
         s.teacher_flops = flop_model(teacher_model)

@@ -67,11 +67,18 @@ _KEY_NEUTRAL = {"group_by_length": False, "hidden_weight": 0.0, "hidden_layers":
 
 def finetune_key(cfg, weights: str, fingerprint: str) -> str:
     """Base weights, features and settings, with `precision` as resolved here (device and dtype, never auto)."""
+    from distill.models import training_attention
     from distill.precision import resolve
 
     settings = {k: v for k, v in cfg.model_dump(mode="json").items()
                 if not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])}
-    settings["precision"] = resolve(cfg.precision, quiet=True).key
+    compute = resolve(cfg.precision, quiet=True)
+    settings["precision"] = compute.key
+    # the kernel changes rounding and dropout draws, so it is keyed as resolved; sdpa (transformers' default, so
+    # every teacher cached before this setting existed) stays out of the key
+    kernel = training_attention(settings.pop("attn_implementation"), compute.device, compute.precision)
+    if kernel not in (None, "sdpa"):
+        settings["attn_implementation"] = kernel
     return settings_hash([weights, fingerprint, settings])
 
 

@@ -215,11 +215,13 @@ def validation_loss(s: Session, rows, n_rows: int) -> float:
 
     from distill.losses import distillation_loss, valid_positions_mask
 
+    from distill.models import attention_kernel
+
     accepts = inspect.signature(s.engine.module.forward).parameters
     total = torch.zeros(2, dtype=torch.float64)
     mine = list(range(s.rank, n_rows, s.world))
     s.engine.eval()
-    with torch.no_grad():
+    with torch.no_grad(), attention_kernel(s.engine.module, s.own_attention):
         for lo in range(0, len(mine), s.cfg.batch_size):
             idx = mine[lo:lo + s.cfg.batch_size]
             batch = trim_padding({k: v.to(s.engine.device) for k, v in rows[idx].items()})
@@ -271,6 +273,8 @@ def finish(s: Session, step: int, tokenizer) -> Path:
     from distill.models import save_tokenizer_for
 
     tag = f"step{step}" if s.last_saved == step else save_checkpoint(s, step)
+    if s.own_attention and s.engine.module.config._attn_implementation != s.own_attention:
+        s.engine.module.set_attn_implementation(s.own_attention)  # the caller's model infers as it came
     state = checkpoints.full_state_dict(s.engine, s.ds, s.ckpt_dir, tag)
     student_dir = s.output_dir / "student"
     if s.is_main:

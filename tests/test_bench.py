@@ -199,6 +199,6 @@ def test_memory_probe_repeats_and_differs_by_the_weights(tmp_path, minilm_dir):
         return sum(t.numel() * t.element_size() for t in load_file(model_dir / "model.safetensors").values()) / 2**20
 
     big_mb, again_mb, small_mb = growth(big), growth(big), growth(small)
-    assert abs(big_mb - again_mb) < 0.5
+    assert abs(big_mb - again_mb) < 1.0  # allocator noise: 0.51 MB seen once; the weights below differ by ~24 MB
     extra = weights_mb(big) - weights_mb(small)  # ~24 MB
     assert extra * 0.9 < big_mb - small_mb < extra * 1.3

@@ -124,3 +124,14 @@ def test_teacher_finetune_key_holds_the_resolved_precision(cpu):
     assert finetune_key(FinetuneConfig(precision="auto"), "w", "f") != plain
     assert finetune_key(FinetuneConfig(precision="auto"), "w", "f") == finetune_key(FinetuneConfig(precision="bf16"),
                                                                                   "w", "f")
+
+
+def test_teacher_finetune_key_holds_the_resolved_attention_kernel_and_sdpa_keeps_old_keys(cpu):
+    from distill.recipe import FinetuneConfig
+    from distill.teacher import finetune_key
+
+    key = lambda **kw: finetune_key(FinetuneConfig(**kw), "w", "f")
+    cpu(False)  # fp32: auto keeps the model's own kernel
+    assert key(attn_implementation="auto") == key(attn_implementation="sdpa") != key(attn_implementation="eager")
+    cpu(True)  # bf16: auto trains with eager
+    assert key(attn_implementation="auto") == key(attn_implementation="eager") != key(attn_implementation="sdpa")

@@ -89,9 +89,9 @@ def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_o
     from distill.precision import resolve
     from distill.teacher import finetune_key, settings_hash
 
-    cfg = FinetuneConfig(lr=1e-4)
+    cfg = FinetuneConfig(lr=1e-4, attn_implementation="sdpa")
     later_options = {"group_by_length", "hidden_weight", "hidden_layers", "attention_dropout", "lr_scheduler",
-                     "adam_betas", "adam_epsilon", "warmup_steps"}
+                     "adam_betas", "adam_epsilon", "warmup_steps", "attn_implementation"}
     before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in later_options}
     before_the_option["precision"] = resolve(cfg.precision, quiet=True).key  # resolved, never "auto"
     assert finetune_key(cfg, "w", "f") == settings_hash(["w", "f", before_the_option])
@@ -100,7 +100,7 @@ def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_o
     assert finetune_key(cfg, "w", "g") != finetune_key(cfg, "w", "f")
     for changed in ({"lr_scheduler": "cosine"}, {"adam_betas": (0.9, 0.98)}, {"adam_epsilon": 1e-6}):
         assert finetune_key(cfg.model_copy(update=changed), "w", "f") != finetune_key(cfg, "w", "f")
-    with_steps = FinetuneConfig(lr=1e-4, warmup_steps=10)
+    with_steps = FinetuneConfig(lr=1e-4, attn_implementation="sdpa", warmup_steps=10)
     assert with_steps.warmup_ratio is None and finetune_key(with_steps, "w", "f") != finetune_key(cfg, "w", "f")
 
 

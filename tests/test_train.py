@@ -162,6 +162,41 @@ def test_attention_dropout_reaches_distilbert_blocks_and_a_model_without_any_is_
         set_attention_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)), 0.0)
 
 
+def test_auto_attention_kernel_is_eager_only_for_cpu_bf16_training():
+    from distill.models import training_attention
+
+    assert training_attention("auto", "cpu", "bf16") == "eager"
+    assert training_attention("auto", "cpu", "fp32") is None
+    assert training_attention("auto", "cuda", "fp16") is None
+    assert training_attention("sdpa", "cpu", "bf16") == "sdpa"
+    assert training_attention("eager", "cuda", "fp16") == "eager"
+
+
+def test_training_steps_use_the_chosen_kernel_validation_and_the_returned_model_their_own(tiny_bert_dir, features,
+                                                                                        tmp_path):
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
+    own = model.config._attn_implementation
+    assert own == "sdpa"
+    seen = []
+    attention = next(m for m in model.modules() if type(m).__name__ == "BertSelfAttention")
+    attention.register_forward_hook(lambda m, args, out: seen.append((m.training, m.config._attn_implementation)))
+    student_dir = train_student(cfg(max_steps=2, alpha=0.0, attn_implementation="eager"), model,
+                                AutoTokenizer.from_pretrained(tiny_bert_dir), features, tmp_path,
+                                validation=(features.select(range(4)), 1))
+    assert [k for training, k in seen if training] == ["eager", "eager"]
+    assert {k for training, k in seen if not training} == {own}
+    assert model.config._attn_implementation == own
+    assert AutoModelForQuestionAnswering.from_pretrained(student_dir).config._attn_implementation == own
+    assert "attn_implementation" not in AutoConfig.from_pretrained(student_dir).to_diff_dict()
+
+
+def test_an_unknown_attention_kernel_is_a_recipe_error_naming_the_key():
+    with pytest.raises(ValueError, match="attn_implementation"):
+        cfg(attn_implementation="flash")
+
+
 def test_same_recipe_and_seed_give_identical_losses_and_weights(tiny_bert_dir, features, tmp_path):
     train(tiny_bert_dir, tmp_path / "a", cfg(alpha=0.0), features)
     train(tiny_bert_dir, tmp_path / "b", cfg(alpha=0.0), features)
