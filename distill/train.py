@@ -214,7 +214,6 @@ def validation_loss(s: Session, rows, n_rows: int) -> float:
     import torch.distributed as tdist
 
     from distill.losses import distillation_loss, valid_positions_mask
-
     from distill.models import attention_kernel
 
     accepts = inspect.signature(s.engine.module.forward).parameters
