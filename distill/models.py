@@ -159,13 +159,10 @@ def training_attention(choice: str, device: str, precision: str) -> str | None:
 
 
 @contextlib.contextmanager
-def attention_kernel(model, kernel: str | None):
-    """Run `model` with attention `kernel` (None: unchanged) inside the block; restores its own after."""
+def attention_kernel(model, kernel: str):
+    """Run `model` with attention `kernel` inside the block; restores the one it had after."""
     own = model.config._attn_implementation
-    if kernel is None or kernel == own:
-        yield
-        return
-    model.set_attn_implementation(kernel)
+    model.set_attn_implementation(kernel)  # transformers skips the work when it is already set
     try:
         yield
     finally:

@@ -81,7 +81,7 @@ class Session:
     student_flops: Any = None      # distill.flops.FlopModel of the student (and of an online teacher)
     teacher_flops: Any = None
     peak_flops: float = 0.0        # matmul FLOP/s in the compute dtype, measured at setup
-    own_attention: Optional[str] = None  # the model's attention kernel, for inference and once trained
+    own_attention: str = "sdpa"    # the model's attention kernel, for inference and once trained
     flops: float = 0.0             # model FLOPs and seconds of training steps since the last log line
     busy_s: float = 0.0
 

@@ -272,8 +272,7 @@ def finish(s: Session, step: int, tokenizer) -> Path:
     from distill.models import save_tokenizer_for
 
     tag = f"step{step}" if s.last_saved == step else save_checkpoint(s, step)
-    if s.own_attention and s.engine.module.config._attn_implementation != s.own_attention:
-        s.engine.module.set_attn_implementation(s.own_attention)  # the caller's model infers as it came
+    s.engine.module.set_attn_implementation(s.own_attention)  # the caller's model infers as it came
     state = checkpoints.full_state_dict(s.engine, s.ds, s.ckpt_dir, tag)
     student_dir = s.output_dir / "student"
     if s.is_main:
