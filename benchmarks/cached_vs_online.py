@@ -11,7 +11,8 @@ Both runs train the student for the same steps on the same windows of train-v1.1
 the cache, the other runs the teacher every step. The pair of runs is repeated (--repeats, the order
 alternating) because two runs on a shared machine differ by more than the effect; reports each epoch time,
 the median cached/online ratio and its range, the ratio the FLOP counts alone imply (distill.flops: 3 student
-forwards against 3 plus one teacher forward, at full window width), and the one-time cost of the cache.
+forwards against 3 plus one teacher forward, at full window width), the one-time cost of the cache, and per
+run the mean train_efficiency of its train_log.jsonl (achieved / peak FLOP/s, distill.flops).
 
     python benchmarks/cached_vs_online.py [--pair minilm] [--questions 400] [--max-seq-length 256]
                                           [--repeats 3] [--attention-dropout 0]
@@ -86,8 +87,8 @@ def main() -> int:
     from distill.data.features import WindowConfig, prepare_features
     from distill.data.squad import load_squad, take_questions
     from distill.flops import flop_model
-    from distill.models import load_tokenizer
-    from distill.precision import cpu_kind, resolve
+    from distill.models import load_tokenizer, training_attention
+    from distill.precision import cpu_kind, default_device, resolve
     from distill.recipe import TrainConfig
     from distill.teacher import build_logit_cache
     from distill.train import train_student
@@ -117,8 +118,10 @@ def main() -> int:
                               teacher_logits=None if online else logits, teacher_model=teacher if online else None)
                 wall = time.perf_counter() - t0
                 log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+                efficiency = [r["train_efficiency"] for r in log if "train_efficiency" in r]
                 results[mode].append({"epoch_s": log[-1]["elapsed_s"], "wall_s": round(wall, 2),
-                                      "steps": log[-1]["step"], "final_loss": log[-1]["loss"]})
+                                      "steps": log[-1]["step"], "final_loss": log[-1]["loss"],
+                                      "train_efficiency": round(statistics.fmean(efficiency), 4)})
     results["params"] = {"teacher": sum(p.numel() for p in teacher.parameters()),
                          "student": sum(p.numel() for p in student.parameters())}  # the last student trained
     ratios = [c["epoch_s"] / o["epoch_s"] for c, o in zip(results["cached"], results["online"])]
@@ -131,6 +134,7 @@ def main() -> int:
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         "cpu_kind": cpu_kind(), "compute_dtype": precision,
         "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "model's own (0.1)",
+        "attn_implementation": training_attention(cfg.attn_implementation, default_device(), precision) or "sdpa",
         **results, "cached_over_online_epoch_ratios": [round(x, 3) for x in ratios],
         "cached_over_online_epoch_ratio": round(statistics.median(ratios), 3),
         "cached_over_online_flops_implied": round(3 * f_student / (3 * f_student + f_teacher), 3),
