@@ -134,7 +134,8 @@ def main() -> int:
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
         "cpu_kind": cpu_kind(), "compute_dtype": precision,
         "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "model's own (0.1)",
-        "attn_implementation": training_attention(cfg.attn_implementation, default_device(), precision) or "sdpa",
+        "attn_implementation": (training_attention(cfg.attn_implementation, default_device(), precision)
+                                or student.config._attn_implementation),  # no override: the model's own
         **results, "cached_over_online_epoch_ratios": [round(x, 3) for x in ratios],
         "cached_over_online_epoch_ratio": round(statistics.median(ratios), 3),
         "cached_over_online_flops_implied": round(3 * f_student / (3 * f_student + f_teacher), 3),
