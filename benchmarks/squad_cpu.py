@@ -53,6 +53,9 @@ def parse_args(argv=None, *, description: str = __doc__, extend=None, name: str 
         extend(p)
     p.add_argument("--quick", action="store_true", help="tiny slices, a few minutes (CI smoke)")
     p.add_argument("--train-questions", type=int, default=12000)
+    p.add_argument("--teacher-questions", type=int, default=None,
+                   help="fine-tune the teacher on the first N questions instead (teacher.finetune.train_questions), "
+                        "e.g. more than the students' labels")
     p.add_argument("--eval-questions", type=int, default=None, help="default: all questions of the eval set")
     held = p.add_mutually_exclusive_group()
     held.add_argument("--eval-file", default=None, help="score on this SQuAD JSON instead of dev-v1.1")
@@ -76,6 +79,9 @@ def parse_args(argv=None, *, description: str = __doc__, extend=None, name: str 
                         "online every step instead of reading cached logits)")
     p.add_argument("--teacher-grouped", action=argparse.BooleanOptionalAction, default=True,
                    help="fine-tune the teacher on length-grouped batches (0.62x the tokens computed on this slice)")
+    p.add_argument("--student-attention-dropout", type=float, default=None,
+                   help="the students' train.attention_dropout (default: the model's own, 0.1, as in the committed "
+                        "results; 0 trains faster on CPU, docs/training.md)")
     p.add_argument("--layers", default="0,2,4")
     p.add_argument("--architecture", choices=("distilbert", "teacher"), default="distilbert",
                    help="student class (student.architecture): a DistilBERT mapped from the teacher's layers, or the "
@@ -152,7 +158,8 @@ def run_paths(args) -> tuple[Path, Path, Path]:
     squad = Path(args.squad_dir).resolve()
     eval_file = Path(args.eval_file).resolve() if args.eval_file else squad / "dev-v1.1.json"
     if args.heldout:
-        eval_file = write_heldout(squad / "train-v1.1.json", args.train_questions, work / "heldout-train-v1.1.json")
+        seen = max(args.train_questions, args.teacher_questions or 0)
+        eval_file = write_heldout(squad / "train-v1.1.json", seen, work / "heldout-train-v1.1.json")
     return work, squad, eval_file
 
 
@@ -167,12 +174,14 @@ def common_overrides(args, squad: Path, eval_file: Path, work: Path) -> list[str
         f"teacher.finetune.epochs={args.teacher_epochs}", f"teacher.finetune.batch_size={args.batch_size}",
         f"teacher.finetune.lr={args.teacher_lr}", f"teacher.finetune.seed={args.seed}",
         f"teacher.finetune.group_by_length={str(args.teacher_grouped).lower()}",
+        f"teacher.finetune.train_questions={args.teacher_questions or 'null'}",
         f"train.epochs={args.student_epochs}", f"train.batch_size={args.batch_size}", f"train.lr={args.student_lr}",
         f"train.temperature={args.temperature}", f"train.seed={args.student_seed}",
         "train.checkpoint_every=0", f"student.from_teacher_layers={args.layer_ids}",
         f"student.architecture={args.architecture}",
         # the committed results trained with the models' own attention dropout, not the quickstart's 0
-        "teacher.finetune.attention_dropout=null", "train.attention_dropout=null",
+        "teacher.finetune.attention_dropout=null",
+        f"train.attention_dropout={'null' if args.student_attention_dropout is None else args.student_attention_dropout}",
         # and their teachers with SDPA (before train.attn_implementation existed), so the cached ones stay valid
         "teacher.finetune.attn_implementation=sdpa",
     ]

@@ -19,6 +19,10 @@ never by dev.
     python benchmarks/squad_cpu_transfer.py --seeds 42,43                       # full dev-v1.1
     python benchmarks/squad_cpu_transfer.py --heldout --transfer-questions 24000 --seeds 42
     python benchmarks/squad_cpu_transfer.py --quick                              # tiny slices, minutes
+    # a teacher with more labels than the students: its other questions become their transfer set
+    python benchmarks/squad_cpu_transfer.py --teacher-questions 12000 --train-questions 4000 \
+        --transfer-questions 8000 --student-epochs 4 --student-attention-dropout 0 --seeds 42,43 \
+        --out benchmarks/results/squad_cpu_transfer_t12k_s4k.json
 """
 
 from __future__ import annotations
@@ -114,6 +118,7 @@ def main() -> int:
         "benchmark": "squad_cpu_transfer" + ("_quick" if args.quick else "") + ("_heldout" if args.heldout else ""),
         "pipeline": "distill.run.run (the code `distill run` runs), one run per student",
         "eval_file": str(eval_file), "train_questions": args.train_questions,
+        "teacher_questions": args.teacher_questions or args.train_questions,
         "teacher": teacher, **results, "steps": steps, "transfer_questions": transfer["n_transfer_questions"],
         "transfer_features": transfer["n_transfer_features"], "seeds": seeds,
         "train_efficiency": efficiency,
@@ -124,12 +129,16 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
     f1 = {v: [r["f1"] for r in results[v]] for v in VARIANTS}
+    dropout = "the model's own" if args.student_attention_dropout is None else args.student_attention_dropout
     md = [f"# {summary['benchmark']}: KD with a transfer set, equal student steps",
           "",
-          f"Teacher: MiniLM-L6 fine-tuned on the first {args.train_questions} questions of train-v1.1; students: "
-          f"{args.architecture}, layers {args.layers}, {steps} steps of batch {args.batch_size} each; transfer set: "
-          f"{summary['transfer_questions']} further train-v1.1 questions ({summary['transfer_features']} windows), "
-          f"answers ignored. Eval: {eval_file.name}. CPU: {cpu_kind()}, compute dtype {precision}.",
+          f"Teacher: MiniLM-L6 fine-tuned on the first {summary['teacher_questions']} questions of train-v1.1; "
+          f"students: {args.architecture}, layers {args.layers}, labels of the first {args.train_questions} "
+          f"questions, {steps} steps of batch {args.batch_size} each, attention dropout "
+          f"{dropout}; "
+          f"transfer set: the next {summary['transfer_questions']} train-v1.1 questions "
+          f"({summary['transfer_features']} windows), answers ignored. Eval: {eval_file.name}. "
+          f"CPU: {cpu_kind()}, compute dtype {precision}.",
           "",
           "| model | F1 (mean ± sd over seeds) | per seed (F1 / EM) |", "|---|---|---|",
           f"| teacher | {teacher['f1']:.2f} | EM {teacher['exact_match']:.2f} |"]

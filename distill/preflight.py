@@ -42,6 +42,9 @@ def _check_data(recipe: Recipe, loaded: dict, problems: list[str], notes: list[s
             ds = load_squad(str(resolve_path(source)) if looks_like_path(source) else source, split=split)
             ds = take_articles(ds, getattr(recipe.data, f"{key}_articles"))
             loaded[key] = take_questions(ds, limit) if limit else ds
+            teacher_limit = recipe.teacher and recipe.teacher.finetune and recipe.teacher.finetune.train_questions
+            if key == "train" and teacher_limit:
+                loaded["teacher_train"] = take_questions(ds, teacher_limit)
         except InputError as err:
             problems.append(f"data.{key}: {err}")
     if recipe.data.transfer is not None and not _hub_skipped("data.transfer", recipe.data.transfer, notes):
@@ -136,8 +139,8 @@ def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.Pat
 
     `for_run=False` (validate) reports device-dependent problems, such as fp16 on a machine without
     CUDA, as notes: the recipe may be meant for another machine. `recipe_path` heads the error message.
-    Returns {"train", "eval", "transfer" (with data.transfer): examples, "tokenizer", "models": {recipe key:
-    model}, "notes"}.
+    Returns {"train", "eval", "transfer" (with data.transfer), "teacher_train" (with
+    teacher.finetune.train_questions): examples, "tokenizer", "models": {recipe key: model}, "notes"}.
     """
     problems: list[str] = []
     notes: list[str] = []

@@ -140,6 +140,8 @@ class FinetuneConfig(TrainConfig):
     online_teacher: bool = Field(False, description="Not used for teacher fine-tuning.")
     hidden_weight: float = Field(0.0, ge=0.0, le=0.0, description="Fixed at 0: fine-tuning has no teacher.")
     hidden_layers: Optional[list[int]] = Field(None, description="Not used for teacher fine-tuning.")
+    train_questions: Optional[int] = Field(None, gt=0, description="Fine-tune on the first N questions of data.train "
+                                           "(default: data.train_questions): a teacher with more labels than the student.")
 
     @field_validator("online_teacher", "hidden_layers")
     @classmethod
@@ -269,9 +271,6 @@ class Recipe(Strict):
             problems.append("eval.teacher: there is no teacher section to evaluate")
         self.eval.teacher = False
         return problems
-
-
-# ---------------------------------------------------------------- loading
 
 
 def _loc(loc) -> str:

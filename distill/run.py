@@ -113,6 +113,7 @@ def evaluate_models(recipe: Recipe, models: dict, tokenizer, examples, out: Path
 def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root: Path):
     """(teacher model, its directory), fine-tuned first when the recipe asks; (None, None) in fine-tune mode."""
     from distill.card import data_summary, write_teacher_card
+    from distill.data.features import prepare_features
     from distill.models import load_qa_model, resolve_source
     from distill.teacher import finetune_teacher
 
@@ -121,10 +122,14 @@ def teacher_stage(recipe: Recipe, loaded: dict, tokenizer, features, cache_root:
     teacher = loaded["models"].get("teacher.model") or load_qa_model(recipe.teacher.model)
     teacher_dir = resolve_source(recipe.teacher.model)
     if recipe.teacher.finetune is not None:
+        examples = loaded.get("teacher_train", loaded["train"])
+        if "teacher_train" in loaded:  # teacher.finetune.train_questions: its own slice of data.train
+            features = prepare_features(examples, tokenizer, recipe.data.window, desc="Windowing teacher questions")
+            log.info("features: %d teacher fine-tune windows from %d questions", len(features), len(examples))
         teacher_dir = str(finetune_teacher(recipe.teacher.finetune, teacher, tokenizer, features, cache_root))
         teacher = load_qa_model(teacher_dir)
         if launcher_rank()[0] == 0 and not (Path(teacher_dir) / "README.md").is_file():  # once per cached teacher
-            write_teacher_card(recipe, Path(teacher_dir), data_summary(recipe.data.train, loaded["train"], features))
+            write_teacher_card(recipe, Path(teacher_dir), data_summary(recipe.data.train, examples, features))
     return teacher, teacher_dir
 
 

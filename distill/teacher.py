@@ -70,7 +70,8 @@ def finetune_key(cfg, weights: str, fingerprint: str) -> str:
     from distill.models import training_attention
     from distill.precision import resolve
 
-    settings = {k: v for k, v in cfg.model_dump(mode="json").items()
+    # train_questions stays out: the features' fingerprint already names the questions
+    settings = {k: v for k, v in cfg.model_dump(mode="json", exclude={"train_questions"}).items()
                 if not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])}
     compute = resolve(cfg.precision, quiet=True)
     settings["precision"] = compute.key

@@ -91,13 +91,15 @@ def test_teacher_cache_key_ignores_settings_at_their_old_behaviour_and_changes_o
 
     cfg = FinetuneConfig(lr=1e-4, attn_implementation="sdpa")
     later_options = {"group_by_length", "hidden_weight", "hidden_layers", "attention_dropout", "lr_scheduler",
-                     "adam_betas", "adam_epsilon", "warmup_steps", "attn_implementation"}
+                     "adam_betas", "adam_epsilon", "warmup_steps", "attn_implementation", "train_questions"}
     before_the_option = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in later_options}
     before_the_option["precision"] = resolve(cfg.precision, quiet=True).key  # resolved, never "auto"
     assert finetune_key(cfg, "w", "f") == settings_hash(["w", "f", before_the_option])
     assert finetune_key(cfg.model_copy(update={"group_by_length": True}), "w", "f") != finetune_key(cfg, "w", "f")
     assert finetune_key(cfg.model_copy(update={"lr": 2e-4}), "w", "f") != finetune_key(cfg, "w", "f")
     assert finetune_key(cfg, "w", "g") != finetune_key(cfg, "w", "f")
+    # the questions are named by the features' fingerprint, so a count that selects the same ones keeps the key
+    assert finetune_key(cfg.model_copy(update={"train_questions": 99}), "w", "f") == finetune_key(cfg, "w", "f")
     for changed in ({"lr_scheduler": "cosine"}, {"adam_betas": (0.9, 0.98)}, {"adam_epsilon": 1e-6}):
         assert finetune_key(cfg.model_copy(update=changed), "w", "f") != finetune_key(cfg, "w", "f")
     with_steps = FinetuneConfig(lr=1e-4, attn_implementation="sdpa", warmup_steps=10)

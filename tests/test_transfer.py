@@ -100,6 +100,33 @@ def test_a_run_with_a_transfer_set_labels_it_with_the_teacher_and_caches_each_pa
     assert json.loads((tmp_path / "out5" / "metrics.json").read_text())["n_transfer_questions"] == 5
 
 
+def test_a_teacher_fine_tuned_on_more_questions_than_the_student_labels_the_rest_as_transfer(
+        squad_dir, tiny_bert_dir, tmp_path):
+    finetune = {"max_steps": 2, "batch_size": 8, "precision": "fp32", "ds_config": "ds_configs/zero2_fp32.json",
+                "train_questions": 30}
+    path = _recipe(tmp_path, squad_dir, tiny_bert_dir, train_questions=12, transfer_questions=20)
+    raw = yaml.safe_load(path.read_text())
+    raw["teacher"]["finetune"] = finetune
+    path.write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["n_transfer_questions"] == 20  # teacher-labelled questions 13-30 are among them
+    assert "12 questions" in (tmp_path / "out" / "student" / "README.md").read_text()
+    teacher_card = (tmp_path / "cache" / "teachers" / metrics["teacher_dir"].split("/")[-1] / "README.md").read_text()
+    assert "30 questions" in teacher_card
+    # the same 30 questions given as data.train_questions make the same teacher: read back, not trained again
+    raw["teacher"]["finetune"].pop("train_questions")
+    raw["data"].update(train_questions=30, transfer_questions=5)
+    raw["output_dir"] = str(tmp_path / "out30")
+    path.write_text(yaml.safe_dump(raw))
+    again = runner.invoke(app, ["run", str(path)])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "out30" / "metrics.json").read_text())["teacher_dir"] == metrics["teacher_dir"]
+    assert len(list((tmp_path / "cache" / "teachers").glob("*/config.json"))) == 1
+
+
 def test_joined_windows_mark_which_have_gold_spans(dev_v1_slice, minilm_tokenizer, tmp_path):
     window = WindowConfig(**WINDOW)
     labelled = prepare_features(load_squad(dev_v1_slice, cache_dir=tmp_path / "hf"), minilm_tokenizer, window)
