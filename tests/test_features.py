@@ -150,6 +150,29 @@ def test_two_processes_give_the_same_features(dev_v1_slice, minilm_tokenizer, tm
     assert two.to_dict() == one.to_dict()
 
 
+def test_windows_keep_their_fingerprint_online_and_offline(dev_v1_slice, minilm_dir, tmp_path):
+    # the teacher and logit caches are keyed on this fingerprint: a run without HF_HUB_OFFLINE must find what a
+    # run with it cached, and the other way round
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from distill.data.features import prepare_features; from distill.data.squad import "
+            "load_squad; from distill.models import load_tokenizer; "
+            "print(prepare_features(load_squad(sys.argv[1], cache_dir=sys.argv[3]), load_tokenizer(sys.argv[2]))"
+            "._fingerprint)")
+    prints = []
+    for offline in ("1", None):
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+        if offline:
+            env.update(HF_HUB_OFFLINE=offline, HF_DATASETS_OFFLINE=offline, TRANSFORMERS_OFFLINE=offline)
+        out = subprocess.run([sys.executable, "-c", code, str(dev_v1_slice), str(minilm_dir), str(tmp_path / "hf")],
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        prints.append(out.stdout.split()[-1])
+    assert prints[0] == prints[1]
+
+
 def test_left_padding_tokenizer_is_refused(v1, minilm_tokenizer):
     tok = minilm_tokenizer.__class__.from_pretrained(minilm_tokenizer.name_or_path, padding_side="left")
     with pytest.raises(AssertionError, match="padding_side"):
