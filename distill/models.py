@@ -76,9 +76,6 @@ def load_tokenizer(source: str | os.PathLike):
         raise _hub_error(str(source), err) from err
     if not tok.is_fast:
         raise InputError(f"{source}: a fast tokenizer is required (offset mappings)")
-    # set from HF_HUB_OFFLINE at load time; datasets hashes the tokenizer into every windowing fingerprint, so
-    # left in it would give the same windows (and the teacher and logit caches keyed on them) a second key
-    tok.init_kwargs.pop("local_files_only", None)
     return tok
 
 

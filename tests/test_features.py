@@ -157,10 +157,10 @@ def test_windows_keep_their_fingerprint_online_and_offline(dev_v1_slice, minilm_
     import subprocess
     import sys
 
-    code = ("import sys; from distill.data.features import prepare_features; from distill.data.squad import "
-            "load_squad; from distill.models import load_tokenizer; "
-            "print(prepare_features(load_squad(sys.argv[1], cache_dir=sys.argv[3]), load_tokenizer(sys.argv[2]))"
-            "._fingerprint)")
+    # a tokenizer as transformers loads it, so any caller of prepare_features is covered, not only distill's loader
+    code = ("import sys; from transformers import AutoTokenizer; from distill.data.features import prepare_features; "
+            "from distill.data.squad import load_squad; print(prepare_features(load_squad(sys.argv[1], "
+            "cache_dir=sys.argv[3]), AutoTokenizer.from_pretrained(sys.argv[2]))._fingerprint)")
     prints = []
     for offline in ("1", None):
         env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}

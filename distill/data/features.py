@@ -144,6 +144,9 @@ def prepare_features(examples, tokenizer, window: WindowConfig | None = None, *,
     # Windows are context-second with right padding: offsets and context_mask assume it.
     assert tokenizer.padding_side == "right", f"tokenizer padding_side must be 'right', got {tokenizer.padding_side!r}"
     with_token_types = "token_type_ids" in tokenizer.model_input_names
+    # from_pretrained records HF_HUB_OFFLINE as local_files_only, and map hashes the whole tokenizer: left in, the
+    # same windows (and the teacher and logit caches keyed on them) would get one key online and another offline
+    tokenizer.init_kwargs.pop("local_files_only", None)
     features = examples.map(
         _window_batch,
         batched=True,
