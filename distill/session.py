@@ -1,9 +1,9 @@
 """Training setup: the DeepSpeed engine and the Session that the training steps (distill.train) share.
 
 Reads: the recipe's train section, the student model, the features Dataset, teacher logits or a teacher
-model, the ds_config JSON. Writes nothing: `setup` checks the inputs, joins the process group, resolves the
-precision, fills the DeepSpeed config, builds the engine (AdamW + warmup/decay schedule unless the JSON
-has its own) and this rank's tensor views of the data.
+model, the ds_config JSON. Writes nothing: `setup` checks the inputs, keeps freed host memory on a CPU
+(distill.hostmem), joins the process group, resolves the precision, fills the DeepSpeed config, builds the
+engine (AdamW + warmup/decay schedule unless the JSON has its own) and this rank's tensor views of the data.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class Session:
     rows: Any                      # features as torch tensors
     n_rows: int
     lengths: Any = None            # real tokens per row, when grouping by length
+    order: Optional[tuple] = None  # (epoch, its row order), drawn at the epoch's first step
     logit_rows: Any = None         # cached teacher logits as torch tensors
     teacher: Any = None            # the teacher model, when it runs online
     hidden_map: Optional[list[int]] = None
@@ -127,6 +128,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     from distill.distributed import init_distributed
     from distill.ds_config import build_ds_config
     from distill.flops import flop_model, matmul_peak
+    from distill.hostmem import keep_freed_memory
     from distill.losses import hidden_layer_map
     from distill.models import set_attention_dropout, training_attention
     from distill.precision import default_device, resolve
@@ -138,8 +140,12 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
         except InputError as err:
             raise InputError(f"{cfg.section}.attention_dropout: {err}") from None
     device = default_device()
+    kept = device == "cpu" and keep_freed_memory()
     init_distributed(device)
     rank, world = tdist.get_rank(), tdist.get_world_size()
+    if kept and rank == 0:
+        log.info("host memory: freed blocks stay in this process, not page-faulted in again each step "
+                 "(DISTILL_HOST_MALLOC=system turns this off)")
     precision = resolve(cfg.precision, device, what=f"{cfg.section}.precision", quiet=rank != 0).precision
     own_attention = student_model.config._attn_implementation
     kernel = training_attention(cfg.attn_implementation, device, precision) or own_attention

@@ -231,6 +231,20 @@ def test_group_by_length_training_is_reproducible_and_changes_the_order(tiny_ber
     assert losses(tmp_path / "a") != losses(tmp_path / "plain")
 
 
+def test_each_epoch_order_is_drawn_once_not_at_every_step(tiny_bert_dir, features, tmp_path, monkeypatch):
+    import distill.train
+
+    real, drawn = distill.train.epoch_order, []
+
+    def counted(*a, **kw):
+        drawn.append(a[3])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(distill.train, "epoch_order", counted)
+    train(tiny_bert_dir, tmp_path / "run", cfg(alpha=0.0, group_by_length=True, max_steps=None, epochs=2), features)
+    assert len(load_log(tmp_path / "run")) > 2 and drawn == [0, 1]
+
+
 def test_cached_fp32_teacher_logits_give_the_same_losses_as_the_online_teacher(tiny_bert_dir, features, teacher,
                                                                                tmp_path):
     cached = teacher_logits_for(teacher, features, dtype="fp32")
