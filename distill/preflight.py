@@ -1,8 +1,9 @@
 """Preflight: load and check every input of a recipe before any expensive stage.
 
 Reads: the recipe's data files, model sources (tokenizers and weights), ds_config files. Writes nothing.
-Every problem is collected and raised in one InputError, each line starting with its recipe key. What it
-loads (examples, tokenizer, models by recipe key) is returned, so the run does not load anything twice.
+Every problem is collected and raised in one InputError, each line starting with its recipe key (or environment
+variable). What it loads (examples, tokenizer, models by recipe key) is returned, so the run does not load anything
+twice.
 Hub sources cannot be checked with HF_HUB_OFFLINE=1: they are listed as notes instead.
 """
 
@@ -12,6 +13,7 @@ import logging
 import os
 
 from distill.errors import InputError
+from distill.hostmem import choice as host_malloc
 from distill.recipe import Recipe, looks_like_path, resolve_path
 
 log = logging.getLogger("distill")
@@ -135,7 +137,7 @@ def _check_ds_configs(recipe: Recipe, for_run: bool, problems: list[str], notes:
 
 
 def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.PathLike | None = None) -> dict:
-    """Check data files, model sources, tokenizer pairing, teacher layers, ds_configs and precision.
+    """Check data files, model sources, tokenizer pairing, teacher layers, ds_configs, precision, DISTILL_HOST_MALLOC.
 
     `for_run=False` (validate) reports device-dependent problems, such as fp16 on a machine without
     CUDA, as notes: the recipe may be meant for another machine. `recipe_path` heads the error message.
@@ -149,6 +151,10 @@ def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.Pat
     _check_models(recipe, loaded, problems, notes)
     _check_layers(recipe, loaded, problems)
     _check_ds_configs(recipe, for_run, problems, notes)
+    try:
+        host_malloc()  # read by session.setup, long after the run has started
+    except InputError as err:
+        problems.append(str(err))
     if problems:
         where = f"{recipe_path}: " if recipe_path else ""
         raise InputError(f"{where}recipe check failed, {len(problems)} problem(s):\n  " + "\n  ".join(problems))

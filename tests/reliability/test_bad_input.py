@@ -214,6 +214,20 @@ def test_bad_recipe_is_refused_by_run_before_any_stage(build, needles, ctx, cli,
     assert tree_hashes(ctx.tmp) == before
 
 
+@case(input="`distill run` with DISTILL_HOST_MALLOC=tcmalloc in the environment",
+      expected="exit 2, names the variable and its choices; nothing created")
+def test_a_bad_host_malloc_setting_is_refused_by_run_before_any_stage(ctx, cli, observed, monkeypatch):
+    """DISTILL_HOST_MALLOC is read when training starts; a bad value must stop the run before any stage."""
+    monkeypatch.setenv("DISTILL_HOST_MALLOC", "tcmalloc")
+    recipe = ctx.make()
+    before = tree_hashes(ctx.tmp)
+    result = cli("run", recipe)
+    observed("\n".join(error_block(result.stderr)) if "error:" in result.stderr else result.stderr[-500:])
+    assert_refused(result, recipe.name, "DISTILL_HOST_MALLOC='tcmalloc': must be one of keep, system", problems=True)
+    assert not (ctx.tmp / "out").exists() and not (ctx.tmp / "cache").exists()
+    assert tree_hashes(ctx.tmp) == before
+
+
 @case(input="`distill validate` with train.precision fp16 on a CPU-only machine",
       expected="exit 0, a note that fp16 needs CUDA (the recipe may target a GPU machine)")
 def test_validate_only_notes_fp16_on_cpu(ctx, cli, observed):
