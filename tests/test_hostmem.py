@@ -11,7 +11,7 @@ from distill.errors import InputError
 from distill.hostmem import choice, keep_freed_memory
 
 # A 64 MB tensor allocated, written and freed 20 times: the median page faults of the last 8 rounds. With
-# `keep` the first ~8 rounds still grow the heap (posix_memalign's padding leaves each freed block a little short).
+# `keep` the first ~8 rounds still grow the heap (glibc does not at once reuse the freed block for the next one).
 PROBE = """
 import json, resource, sys, torch
 from distill.hostmem import keep_freed_memory
