@@ -7,22 +7,19 @@ glibc serves each request over its mmap threshold (128 KiB, rising to at most 32
 mmap and unmaps it on free, and returns the free top of its heap to the OS once over 128 KiB. A
 training step allocates and frees buffers over that (ZeRO's flat fp32 gradient partition is 4 bytes
 per parameter: ~70 MB for the 17 M-parameter student), so every step page-faults them in again. On
-the 2-core VMs here that was 1/10 of a 3x384 student's step and most of the optimizer step's time,
-varying with the host (benchmarks/host_memory.py). With mmap and trimming off, the heap keeps its
-high-water mark and the next step reuses it, as PyTorch's caching allocator does on a GPU. Other C
-libraries (musl, macOS) are left alone.
+the 2-core VMs here that was 0.035 s of the 3x384 student's 0.08 s optimizer step
+(benchmarks/host_memory.py) and 10% of the CPU quickstart's teacher and student training time
+(docs/training.md). With mmap and trimming off, the heap keeps its high-water mark and the next step
+reuses it, as PyTorch's caching allocator does on a GPU. Other C libraries (musl, macOS) are left alone.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 
 from distill.errors import InputError
-
-log = logging.getLogger("distill")
 
 ENV = "DISTILL_HOST_MALLOC"
 CHOICES = ("keep", "system")
