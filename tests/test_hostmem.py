@@ -41,7 +41,7 @@ def test_keep_stops_a_freed_64mb_tensor_from_faulting_in_again():
     assert keep["faults"] * 10 <= system["faults"], (keep, system)
 
 
-def test_system_setting_leaves_the_allocator_alone(monkeypatch):
+def test_system_setting_is_read_ignoring_case_and_spaces_and_turns_the_change_off(monkeypatch):
     monkeypatch.setenv("DISTILL_HOST_MALLOC", " System ")
     assert choice() == "system"
     assert keep_freed_memory() is False
