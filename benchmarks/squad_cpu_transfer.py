@@ -12,9 +12,9 @@ invocations (--seeds 42 now, --seeds 42,43 later).
 
 Writes benchmarks/results/squad_cpu_transfer[_quick][_heldout].json: teacher {f1, exact_match}; ce, kd,
 kd_transfer (lists of per-seed {seed, f1, exact_match}); steps; transfer_questions; train_efficiency (per run:
-the mean of train_log.jsonl's achieved/peak FLOP/s); the CPU kind and compute dtype; stage seconds. The
-Markdown beside it gives mean and spread. Choose --transfer-questions with --heldout (held-out train articles),
-never by dev.
+train_log.jsonl's mean achieved FLOP/s over its best matmul peak, distill.flops.run_efficiency); the CPU kind
+and compute dtype; stage seconds. The Markdown beside it gives mean and spread. Choose --transfer-questions with
+--heldout (held-out train articles), never by dev.
 
     python benchmarks/squad_cpu_transfer.py --seeds 42,43                       # full dev-v1.1
     python benchmarks/squad_cpu_transfer.py --heldout --transfer-questions 24000 --seeds 42
@@ -44,6 +44,12 @@ def extend(p):
                    help="size of the transfer set (default: as many as the labelled slice, so in the kd run's steps "
                         "every window is seen about once instead of twice)")
     p.add_argument("--seeds", default="42", help="student seeds, comma-separated (the teacher keeps --seed)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="pin every run to this many optimizer steps (train.max_steps; its output_dir name ends in "
+                        "_steps<N>) instead of the kd run's epochs, so one variant can run without the others")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="which of ce, kd, kd_transfer to run or reuse (default: all three); a long comparison can "
+                        "be built up over several invocations")
 
 
 def train_log(out_dir: Path) -> list[dict]:
@@ -52,8 +58,10 @@ def train_log(out_dir: Path) -> list[dict]:
 
 
 def mean_efficiency(out_dir: Path) -> float | None:
-    values = [r["train_efficiency"] for r in train_log(out_dir) if "train_efficiency" in r]
-    return round(statistics.fmean(values), 4) if values else None
+    from distill.flops import run_efficiency
+
+    value = run_efficiency(train_log(out_dir))
+    return None if value is None else round(value, 4)
 
 
 def spread(values: list[float]) -> str:
@@ -82,7 +90,11 @@ def main() -> int:
     log = logging.getLogger("distill")
     work, squad, eval_file = squad_cpu.run_paths(args)
     seeds = [int(s) for s in args.seeds.split(",")]
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    if not variants or set(args.variants.split(",")) - set(VARIANTS):
+        raise SystemExit(f"squad_cpu_transfer.py: --variants takes some of {', '.join(VARIANTS)}: {args.variants!r}")
     results = {v: [] for v in VARIANTS}
+    transfer = {"n_transfer_questions": None, "n_transfer_features": None}
     efficiency, stages, teacher, steps = {}, {}, None, None
     for seed in seeds:
         args.student_seed = seed
@@ -94,10 +106,17 @@ def main() -> int:
         kd_dir = work / f"student_kd_{student_tag(args, key, kd_alpha, 0.0, grouped)}"
         runs = {"ce": (specs["student_ce"][2], work / f"student_ce_{student_tag(args, key, 0.0, 0.0, grouped)}"),
                 "kd": (kd_extra, kd_dir)}
-        for variant in VARIANTS:
+        if args.steps:
+            runs = {v: ([*extra, f"train.max_steps={args.steps}"], Path(f"{out}_steps{args.steps}"))
+                    for v, (extra, out) in runs.items()}
+        for variant in variants:
             if variant == "kd_transfer":
-                # the transfer run takes exactly as many optimizer steps as the kd run logged
-                steps = max(r["step"] for r in train_log(kd_dir))
+                # the transfer run takes exactly as many optimizer steps as the kd run logged (or --steps)
+                logged = [r["step"] for r in train_log(kd_dir)]
+                if not (args.steps or logged):
+                    raise SystemExit(f"squad_cpu_transfer.py: kd_transfer takes the kd run's steps: run kd first "
+                                     f"({kd_dir} has no train_log.jsonl) or give --steps")
+                steps = args.steps or max(logged)
                 extra = [*kd_extra, f"data.transfer={squad / 'train-v1.1.json'}",
                          f"data.transfer_questions={args.transfer_questions}", f"train.max_steps={steps}"]
                 out = Path(f"{kd_dir}_x{args.transfer_questions}_steps{steps}".replace("student_kd_", "student_kdx_"))
@@ -109,8 +128,9 @@ def main() -> int:
             results[variant].append({"seed": seed, **{k: metrics["student"][k] for k in ("f1", "exact_match")}})
             efficiency[f"{variant}_s{seed}"] = mean_efficiency(out)
             stages[f"{variant}_s{seed}"] = metrics["stage_seconds"]
-            if variant == "kd":
+            if metrics.get("teacher"):  # the ce run does not score the teacher
                 teacher = {k: metrics["teacher"][k] for k in ("f1", "exact_match")}
+            steps = steps or max(r["step"] for r in train_log(out))
             if variant == "kd_transfer":
                 transfer = {k: metrics[k] for k in ("n_transfer_questions", "n_transfer_features")}
     precision = resolve(base.train.precision, quiet=True).precision
@@ -141,13 +161,16 @@ def main() -> int:
           f"CPU: {cpu_kind()}, compute dtype {precision}.",
           "",
           "| model | F1 (mean ± sd over seeds) | per seed (F1 / EM) |", "|---|---|---|",
-          f"| teacher | {teacher['f1']:.2f} | EM {teacher['exact_match']:.2f} |"]
+          f"| teacher | {teacher['f1']:.2f} | EM {teacher['exact_match']:.2f} |" if teacher
+          else "| teacher | not scored by these runs (the ce run skips it) | |"]
     md += [f"| {v} | {spread(f1[v])} | " + ", ".join(f"s{r['seed']}: {r['f1']:.2f} / {r['exact_match']:.2f}"
                                                   for r in results[v]) + " |" for v in VARIANTS]
-    gain = lambda a, b: statistics.fmean(f1[a]) - statistics.fmean(f1[b])
-    md += ["", f"- KD gain over CE (mean F1): **{gain('kd', 'ce'):+.2f}**; KD + transfer over CE: "
-               f"**{gain('kd_transfer', 'ce'):+.2f}**",
-           f"- retention (KD + transfer / teacher F1): **{100 * statistics.fmean(f1['kd_transfer']) / teacher['f1']:.1f}%**",
+    gain = lambda a, b: (f"**{statistics.fmean(f1[a]) - statistics.fmean(f1[b]):+.2f}**" if f1[a] and f1[b]
+                         else "not run")
+    kept = (f"**{100 * statistics.fmean(f1['kd_transfer']) / teacher['f1']:.1f}%**" if f1["kd_transfer"] and teacher
+            else "not run")
+    md += ["", f"- KD gain over CE (mean F1): {gain('kd', 'ce')}; KD + transfer over CE: {gain('kd_transfer', 'ce')}",
+           f"- retention (KD + transfer / teacher F1): {kept}",
            f"- train_efficiency (achieved / peak {precision} matmul FLOP/s): "
            + ", ".join(f"{k} {v}" for k, v in efficiency.items()),
            f"- this invocation: {time.perf_counter() - squad_cpu.T_START:.0f} s (finished runs are reused)"]

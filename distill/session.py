@@ -81,10 +81,14 @@ class Session:
     last_saved: Optional[int] = None
     student_flops: Any = None      # distill.flops.FlopModel of the student (and of an online teacher)
     teacher_flops: Any = None
-    peak_flops: float = 0.0        # matmul FLOP/s in the compute dtype, measured at setup
+    peak: Any = None               # distill.flops.PeakMeter: the best matmul FLOP/s in the compute dtype so far
     own_attention: str = "sdpa"    # the model's attention kernel, for inference and once trained
     flops: float = 0.0             # model FLOPs and seconds of training steps since the last log line
     busy_s: float = 0.0
+
+    @property
+    def peak_flops(self) -> float:
+        return self.peak.best if self.peak else 0.0
 
     @property
     def is_main(self) -> bool:
@@ -127,7 +131,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     from distill.data.features import window_lengths
     from distill.distributed import init_distributed
     from distill.ds_config import build_ds_config
-    from distill.flops import flop_model, matmul_peak
+    from distill.flops import PeakMeter, flop_model
     from distill.hostmem import keep_freed_memory
     from distill.losses import hidden_layer_map
     from distill.models import set_attention_dropout, training_attention
@@ -168,10 +172,10 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
     # an engine whose precision block silently stayed off computes in fp32: ~1.5x slower on CPU
     compute = ("fp16" if engine.fp16_enabled() else "bf16" if engine.bfloat16_enabled()
                else "bf16 autocast" if engine.torch_autocast_enabled() else "fp32")
-    peak = matmul_peak({"fp16": torch.float16, "fp32": torch.float32}.get(compute, torch.bfloat16), engine.device)
+    peak = PeakMeter({"fp16": torch.float16, "fp32": torch.float32}.get(compute, torch.bfloat16), engine.device)
     if rank == 0:
         log.info("DeepSpeed engine computes in %s (ZeRO stage %d); %s matmul peak here %.1f GFLOP/s", compute,
-                 engine.zero_optimization_stage(), compute.split()[0], peak / 1e9)
+                 engine.zero_optimization_stage(), compute.split()[0], peak.best / 1e9)
     columns = [c for c in (*MODEL_INPUTS, "context_mask", "start_positions", "end_positions", "labelled")
                if c in features.column_names]
     s = Session(cfg=cfg, engine=engine, ds=ds, rank=rank, world=world, rows_per_step=rows_per_step,
@@ -179,7 +183,7 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
                 rows=features.with_format("torch", columns=columns), n_rows=len(features),
                 lengths=window_lengths(features) if cfg.group_by_length else None,
                 autocast_dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision),
-                student_flops=student_flops, peak_flops=peak, own_attention=own_attention)
+                student_flops=student_flops, peak=peak, own_attention=own_attention)
     if teacher_model is not None and cfg.teacher_runs_online:
         s.teacher = teacher_model.eval().to(engine.device)
         s.teacher_flops = flop_model(teacher_model)

@@ -4,8 +4,9 @@ Reads: the features Dataset (docs/architecture.md), teacher logits aligned row b
 teacher model run online, which hidden-state KD needs), the ds_config JSON named by `train.ds_config`.
 Writes under OUTPUT/ (rank 0 only, except checkpoint shards which every rank writes):
   train_log.jsonl      one JSON line per logged optimizer step: step, epoch, loss, kd_loss, ce_loss, hidden_loss,
-                       lr, elapsed_s, and since the previous line achieved_gflops, peak_gflops, train_efficiency
-                       (distill.flops); with validation, also {step, epoch, eval_loss} lines
+                       lr, elapsed_s, and since the previous line achieved_gflops, peak_gflops (the best matmul
+                       rate so far), train_efficiency (distill.flops); with validation, also {step, epoch,
+                       eval_loss} lines
   tensorboard/         the same scalars
   checkpoints/step<N>/ DeepSpeed checkpoint + RNG states + commit marker (distill.checkpoints)
   student/             the trained student in HF format (full fp32 weights) with the tokenizer
@@ -198,10 +199,11 @@ def log_step(s: Session, step: int, sums, started: float) -> Optional[float]:
     epoch, in_epoch = divmod(step - 1, s.steps_per_epoch)
     mean = (sums / s.cfg.gradient_accumulation).tolist()
     achieved = s.flops / s.busy_s if s.busy_s else 0.0
+    peak = s.peak.sample(s.busy_s)
     record = {"step": step, "epoch": epoch + (in_epoch + 1) / s.steps_per_epoch, **dict(zip(LOSS_KEYS, mean)),
               "lr": s.engine.get_lr()[0], "elapsed_s": round(time.perf_counter() - started, 3),
-              "achieved_gflops": round(achieved / 1e9, 3), "peak_gflops": round(s.peak_flops / 1e9, 3),
-              "train_efficiency": round(achieved / s.peak_flops, 4)}
+              "achieved_gflops": round(achieved / 1e9, 3), "peak_gflops": round(peak / 1e9, 3),
+              "train_efficiency": round(achieved / peak, 4)}
     s.flops = s.busy_s = 0.0
     with open(s.log_path, "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distill.flops import FlopModel, flop_model, matmul_peak
+from distill.flops import FlopModel, PeakMeter, flop_model, run_efficiency
 from distill.testing import make_tiny_bert, make_tiny_distilbert
 
 
@@ -24,5 +24,25 @@ def test_forward_flops_are_two_per_weight_per_token_plus_attention():
 
 
 def test_matmul_peak_is_a_positive_rate_in_the_asked_dtype():
-    rate = matmul_peak(torch.float32, "cpu", size=128, min_seconds=0.01)
-    assert 1e6 < rate < 1e14
+    meter = PeakMeter(torch.float32, "cpu", size=128, min_seconds=0.01)
+    assert 1e6 < meter.best < 1e14 and meter.a.dtype == torch.float32
+
+
+def test_a_peak_measured_low_at_setup_is_raised_by_later_samples_within_their_time_share():
+    meter = PeakMeter(torch.float32, "cpu", size=128, min_seconds=0.01)
+    true_best = meter.best
+    meter.best = true_best / 4  # as if another thread had held a core at setup
+    one_matmul_s = meter.flops / meter.best
+    assert meter.sample(busy_s=0.5 * one_matmul_s / meter.share) == true_best / 4  # no matmul fits the share
+    assert meter.samples == 0
+    raised = meter.sample(busy_s=3.5 * one_matmul_s / meter.share)
+    assert meter.samples == 3 and raised == meter.best > true_best / 4
+    assert meter.sample(busy_s=1e9) >= raised and meter.samples == 3 + 8  # never lower; at most 8 per call
+
+
+def test_a_runs_efficiency_is_its_mean_achieved_rate_over_its_best_peak():
+    log = [{"step": 10, "achieved_gflops": 100.0, "peak_gflops": 300.0},
+           {"step": 15, "epoch": 1, "eval_loss": 2.0},
+           {"step": 20, "achieved_gflops": 140.0, "peak_gflops": 400.0}]
+    assert run_efficiency(log) == pytest.approx(120.0 / 400.0)
+    assert run_efficiency([{"step": 5, "epoch": 1, "eval_loss": 2.0}]) is None

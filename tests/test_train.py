@@ -117,6 +117,7 @@ def test_one_rank_zero2_writes_log_tensorboard_checkpoint_and_loadable_student(t
             r["achieved_gflops"] / r["peak_gflops"], abs=1e-3)
         assert r["loss"] == pytest.approx(0.5 * r["kd_loss"] + 0.5 * r["ce_loss"], rel=1e-6)
     assert records[-1]["lr"] == 0.0
+    assert records[-1]["peak_gflops"] >= records[0]["peak_gflops"]  # the best rate so far
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "checkpoints" / "step4" / MARKER).is_file()
 
