@@ -90,8 +90,9 @@ def main() -> int:
     log = logging.getLogger("distill")
     work, squad, eval_file = squad_cpu.run_paths(args)
     seeds = [int(s) for s in args.seeds.split(",")]
-    variants = [v for v in VARIANTS if v in args.variants.split(",")]
-    if not variants or set(args.variants.split(",")) - set(VARIANTS):
+    asked = set(args.variants.split(","))
+    variants = [v for v in VARIANTS if v in asked]
+    if asked - set(VARIANTS):
         raise SystemExit(f"squad_cpu_transfer.py: --variants takes some of {', '.join(VARIANTS)}: {args.variants!r}")
     results = {v: [] for v in VARIANTS}
     transfer = {"n_transfer_questions": None, "n_transfer_features": None}

@@ -23,7 +23,7 @@ def test_forward_flops_are_two_per_weight_per_token_plus_attention():
     assert m.forward(rows, width) == 2 * 1000 * rows * width + 4 * 2 * 8 * width * rows * width
 
 
-def test_matmul_peak_is_a_positive_rate_in_the_asked_dtype():
+def test_peak_meter_measures_a_positive_rate_in_the_asked_dtype():
     meter = PeakMeter(torch.float32, "cpu", size=128, min_seconds=0.01)
     assert 1e6 < meter.best < 1e14 and meter.a.dtype == torch.float32
 
