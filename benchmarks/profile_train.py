@@ -13,10 +13,11 @@ taking the most self time, cached/online step time against the ratio the FLOP co
 rate of the matmul ops alone (the profiler's FLOP count over their own time): the ceiling of the whole step's.
 
     python benchmarks/profile_train.py [--questions 200] [--steps 6] [--warmup 2] [--attention-dropout 0]
-                                       [--attn-implementation sdpa] [--ds-config FILE]
+                                       [--attn-implementation sdpa] [--ds-config FILE] [--group-by-length]
 
 Writes benchmarks/results/profile_train.json (and .md; with --attention-dropout X, profile_train_adX.*; with
---attn-implementation sdpa or eager, a suffix _sdpa or _eager).
+--attn-implementation sdpa or eager, a suffix _sdpa or _eager; with --group-by-length, _grouped: batches of
+similar-length windows trimmed of padding, as train.group_by_length gives whole runs, instead of fixed width).
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def main() -> int:
     p.add_argument("--attn-implementation", choices=("auto", "sdpa", "eager"), default="auto",
                    help="train.attn_implementation (auto: eager on CPU in bf16, else the model's own)")
     p.add_argument("--ds-config", default=None, help="DeepSpeed JSON (default: the shipped zero2_<dtype>.json)")
+    p.add_argument("--group-by-length", action="store_true",
+                   help="train.group_by_length: steps of similar-length windows, padding trimmed (the recipes' "
+                        "setting) instead of every window at --max-seq-length")
     p.add_argument("--squad", default=str(ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile_train.json"))
     args = p.parse_args()
@@ -118,6 +122,8 @@ def main() -> int:
         args.out = args.out.replace(".json", f"_ad{args.attention_dropout:g}.json")
     if args.attn_implementation != "auto" and Path(args.out).parent == ROOT / "benchmarks" / "results":
         args.out = args.out.replace(".json", f"_{args.attn_implementation}.json")
+    if args.group_by_length and Path(args.out).parent == ROOT / "benchmarks" / "results":
+        args.out = args.out.replace(".json", "_grouped.json")
 
     from distill.cli import setup_logging
     from distill.data.features import WindowConfig, prepare_features
@@ -138,7 +144,7 @@ def main() -> int:
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4, alpha=0.5, temperature=2.0, precision=precision,
                       ds_config=args.ds_config or str(ROOT / "ds_configs" / f"zero2_{precision}.json"),
                       log_every=10_000, attention_dropout=args.attention_dropout,
-                      attn_implementation=args.attn_implementation)
+                      attn_implementation=args.attn_implementation, group_by_length=args.group_by_length)
     modes = {}
     with tempfile.TemporaryDirectory() as tmp:
         logits, _ = build_logit_cache(teacher, features, Path(tmp) / "cache", batch_size=64, precision=precision,
@@ -158,6 +164,7 @@ def main() -> int:
         "benchmark": "profile_train", "pipeline": "distill.session.setup + distill.train.train_step",
         "cpu_kind": cpu_kind(), "compute_dtype": precision, "n_features": len(features),
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "steps_profiled": args.steps,
+        "group_by_length": args.group_by_length,
         "attention_dropout": args.attention_dropout if args.attention_dropout is not None else "model's own (0.1)",
         "attn_implementation": {"setting": args.attn_implementation,
                                 "training": training_attention(args.attn_implementation, default_device(), precision) or "sdpa"},
@@ -175,7 +182,9 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     md = [f"# profile_train: where a student step's time goes ({summary['cpu_kind']}, {precision})", "",
-          f"{len(features)} train-v1.1 windows, seq {args.max_seq_length}, batch {args.batch_size}, DistilBERT 3x384 "
+          f"{len(features)} train-v1.1 windows, seq {args.max_seq_length}"
+          f"{' (length-grouped steps, padding trimmed)' if args.group_by_length else ''}, "
+          f"batch {args.batch_size}, DistilBERT 3x384 "
           f"student from MiniLM-L6, attention dropout {summary['attention_dropout']}, "
           f"attention kernel {summary['attn_implementation']['training']} ({args.attn_implementation}), "
           f"{Path(cfg.ds_config).name}; {args.steps} steps profiled after {args.warmup} "

@@ -204,15 +204,23 @@ def run_or_reuse(recipe) -> tuple[dict, bool]:
     from distill.recipe import dump_resolved
     from distill.run import run
 
+    metrics = finished_metrics(recipe)
+    if metrics is not None:
+        return metrics, True
+    saved = Path(recipe.output_dir) / RESOLVED
+    return run(recipe, resume=saved.is_file() and saved.read_text() == dump_resolved(recipe)), False
+
+
+def finished_metrics(recipe) -> dict | None:
+    """metrics.json of a finished run of this same recipe in its output_dir, else None."""
+    from distill.recipe import dump_resolved
+
     out = Path(recipe.output_dir)
-    saved = out / RESOLVED
-    same = saved.is_file() and saved.read_text() == dump_resolved(recipe)
-    metrics_file = out / "metrics.json"
-    if same and metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())
-        if "stage_seconds" in metrics:  # written last: the run finished
-            return metrics, True
-    return run(recipe, resume=same), False
+    saved, metrics_file = out / RESOLVED, out / "metrics.json"
+    if not (saved.is_file() and metrics_file.is_file() and saved.read_text() == dump_resolved(recipe)):
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    return metrics if "stage_seconds" in metrics else None  # written last: the run finished
 
 
 def cached_entries(cache: Path) -> dict[str, set[str]]:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import squad_cpu
-from squad_cpu import RECIPE, common_overrides, run_or_reuse, shared_key, student_overrides, student_tag
+from squad_cpu import RECIPE, common_overrides, finished_metrics, run_or_reuse, shared_key, student_overrides, student_tag
 
 VARIANTS = ("ce", "kd", "kd_transfer")
 
@@ -50,6 +50,9 @@ def extend(p):
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="which of ce, kd, kd_transfer to run or reuse (default: all three); a long comparison can "
                         "be built up over several invocations")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: write the JSON/Markdown from the runs already finished; the others are "
+                        "listed under \"missing\" and shown as not run")
 
 
 def train_log(out_dir: Path) -> list[dict]:
@@ -64,12 +67,57 @@ def mean_efficiency(out_dir: Path) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def paired_gain(results: dict, a: str, b: str) -> tuple[float, list[int]] | None:
+    """Mean F1 of a minus b over the seeds both arms ran, and those seeds; None where they share none."""
+    f1 = {v: {r["seed"]: r["f1"] for r in results[v]} for v in (a, b)}
+    seeds = sorted(f1[a].keys() & f1[b].keys())
+    return (statistics.fmean(f1[a][s] - f1[b][s] for s in seeds), seeds) if seeds else None
+
+
 def spread(values: list[float]) -> str:
     if not values:
         return "not run"
     if len(values) == 1:
         return f"{values[0]:.2f} (1 seed)"
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
+
+
+def markdown(summary: dict, args, eval_name: str, precision: str) -> str:
+    results, teacher, steps = {v: summary[v] for v in VARIANTS}, summary["teacher"], summary["steps"]
+    f1 = {v: [r["f1"] for r in results[v]] for v in VARIANTS}
+    dropout = "the model's own" if args.student_attention_dropout is None else args.student_attention_dropout
+    md = [f"# {summary['benchmark']}: KD with a transfer set, equal student steps",
+          "",
+          f"Teacher: MiniLM-L6 fine-tuned on the first {summary['teacher_questions']} questions of train-v1.1; "
+          f"students: {args.architecture}, layers {args.layers}, labels of the first {args.train_questions} "
+          f"questions, {steps} steps of batch {args.batch_size} each, attention dropout "
+          f"{dropout}; "
+          f"transfer set: the next {summary['transfer_questions']} train-v1.1 questions "
+          f"({summary['transfer_features']} windows), answers ignored. Eval: {eval_name}. "
+          f"CPU: {summary['machine']['cpu_kind']}, compute dtype {precision}.",
+          "",
+          "| model | F1 (mean ± sd over seeds) | per seed (F1 / EM) |", "|---|---|---|",
+          f"| teacher | {teacher['f1']:.2f} | EM {teacher['exact_match']:.2f} |" if teacher
+          else "| teacher | not scored by these runs (the ce run skips it) | |"]
+    md += [f"| {v} | {spread(f1[v])} | " + ", ".join(f"s{r['seed']}: {r['f1']:.2f} / {r['exact_match']:.2f}"
+                                                  for r in results[v]) + " |" for v in VARIANTS]
+
+    def gain(a: str, b: str) -> str:
+        paired = paired_gain(results, a, b)
+        return (f"**{paired[0]:+.2f}** (seeds {', '.join(map(str, paired[1]))})" if paired else "not run")
+
+    kept = (f"**{100 * statistics.fmean(f1['kd_transfer']) / teacher['f1']:.1f}%** "
+            f"({len(f1['kd_transfer'])} seed{'s' * (len(f1['kd_transfer']) > 1)})"
+            if f1["kd_transfer"] and teacher else "not run")
+    md += ["", f"- KD gain over CE (mean F1 over the seeds both ran): {gain('kd', 'ce')}; "
+               f"KD + transfer over CE: {gain('kd_transfer', 'ce')}",
+           f"- retention (KD + transfer / teacher F1): {kept}",
+           f"- train_efficiency (achieved / peak {precision} matmul FLOP/s): "
+           + ", ".join(f"{k} {v}" for k, v in summary["train_efficiency"].items())]
+    if summary["missing"]:
+        md.append("- not run yet: " + ", ".join(f"{m['variant']} seed {m['seed']}" for m in summary["missing"]))
+    md.append(f"- this invocation: {time.perf_counter() - squad_cpu.T_START:.0f} s (finished runs are reused)")
+    return "\n".join(md) + "\n"
 
 
 def main() -> int:
@@ -96,7 +144,7 @@ def main() -> int:
         raise SystemExit(f"squad_cpu_transfer.py: --variants takes some of {', '.join(VARIANTS)}: {args.variants!r}")
     results = {v: [] for v in VARIANTS}
     transfer = {"n_transfer_questions": None, "n_transfer_features": None}
-    efficiency, stages, teacher, steps = {}, {}, None, None
+    efficiency, stages, teacher, steps, missing = {}, {}, None, None, []
     for seed in seeds:
         args.student_seed = seed
         common = common_overrides(args, squad, eval_file, work)
@@ -114,6 +162,9 @@ def main() -> int:
             if variant == "kd_transfer":
                 # the transfer run takes exactly as many optimizer steps as the kd run logged (or --steps)
                 logged = [r["step"] for r in train_log(kd_dir)]
+                if not (args.steps or logged) and args.finished_only:
+                    missing.append({"variant": variant, "seed": seed, "output_dir": None})
+                    continue
                 if not (args.steps or logged):
                     raise SystemExit(f"squad_cpu_transfer.py: kd_transfer takes the kd run's steps: run kd first "
                                      f"({kd_dir} has no train_log.jsonl) or give --steps")
@@ -124,14 +175,20 @@ def main() -> int:
             else:
                 extra, out = runs[variant]
             recipe = load_recipe(RECIPE, [*common, *extra, f"output_dir={out}"])
-            metrics, reused = run_or_reuse(recipe)
+            if args.finished_only:
+                metrics, reused = finished_metrics(recipe), True
+                if metrics is None:
+                    missing.append({"variant": variant, "seed": seed, "output_dir": str(out)})
+                    continue
+            else:
+                metrics, reused = run_or_reuse(recipe)
             log.info("seed %d %s: %s%s", seed, variant, metrics["student"], " (reused)" if reused else "")
             results[variant].append({"seed": seed, **{k: metrics["student"][k] for k in ("f1", "exact_match")}})
             efficiency[f"{variant}_s{seed}"] = mean_efficiency(out)
             stages[f"{variant}_s{seed}"] = metrics["stage_seconds"]
             if metrics.get("teacher"):  # the ce run does not score the teacher
                 teacher = {k: metrics["teacher"][k] for k in ("f1", "exact_match")}
-            steps = steps or max(r["step"] for r in train_log(out))
+            steps = steps or max((r["step"] for r in train_log(out)), default=None)
             if variant == "kd_transfer":
                 transfer = {k: metrics[k] for k in ("n_transfer_questions", "n_transfer_features")}
     precision = resolve(base.train.precision, quiet=True).precision
@@ -141,7 +198,7 @@ def main() -> int:
         "eval_file": str(eval_file), "train_questions": args.train_questions,
         "teacher_questions": args.teacher_questions or args.train_questions,
         "teacher": teacher, **results, "steps": steps, "transfer_questions": transfer["n_transfer_questions"],
-        "transfer_features": transfer["n_transfer_features"], "seeds": seeds,
+        "transfer_features": transfer["n_transfer_features"], "seeds": seeds, "missing": missing,
         "train_efficiency": efficiency,
         "machine": {"cpu_kind": cpu_kind(), "compute_dtype": precision, "threads": torch.get_num_threads()},
         "stage_seconds": stages,
@@ -149,34 +206,9 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
-    f1 = {v: [r["f1"] for r in results[v]] for v in VARIANTS}
-    dropout = "the model's own" if args.student_attention_dropout is None else args.student_attention_dropout
-    md = [f"# {summary['benchmark']}: KD with a transfer set, equal student steps",
-          "",
-          f"Teacher: MiniLM-L6 fine-tuned on the first {summary['teacher_questions']} questions of train-v1.1; "
-          f"students: {args.architecture}, layers {args.layers}, labels of the first {args.train_questions} "
-          f"questions, {steps} steps of batch {args.batch_size} each, attention dropout "
-          f"{dropout}; "
-          f"transfer set: the next {summary['transfer_questions']} train-v1.1 questions "
-          f"({summary['transfer_features']} windows), answers ignored. Eval: {eval_file.name}. "
-          f"CPU: {cpu_kind()}, compute dtype {precision}.",
-          "",
-          "| model | F1 (mean ± sd over seeds) | per seed (F1 / EM) |", "|---|---|---|",
-          f"| teacher | {teacher['f1']:.2f} | EM {teacher['exact_match']:.2f} |" if teacher
-          else "| teacher | not scored by these runs (the ce run skips it) | |"]
-    md += [f"| {v} | {spread(f1[v])} | " + ", ".join(f"s{r['seed']}: {r['f1']:.2f} / {r['exact_match']:.2f}"
-                                                  for r in results[v]) + " |" for v in VARIANTS]
-    gain = lambda a, b: (f"**{statistics.fmean(f1[a]) - statistics.fmean(f1[b]):+.2f}**" if f1[a] and f1[b]
-                         else "not run")
-    kept = (f"**{100 * statistics.fmean(f1['kd_transfer']) / teacher['f1']:.1f}%**" if f1["kd_transfer"] and teacher
-            else "not run")
-    md += ["", f"- KD gain over CE (mean F1): {gain('kd', 'ce')}; KD + transfer over CE: {gain('kd_transfer', 'ce')}",
-           f"- retention (KD + transfer / teacher F1): {kept}",
-           f"- train_efficiency (achieved / peak {precision} matmul FLOP/s): "
-           + ", ".join(f"{k} {v}" for k, v in efficiency.items()),
-           f"- this invocation: {time.perf_counter() - squad_cpu.T_START:.0f} s (finished runs are reused)"]
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    md = markdown(summary, args, eval_file.name, precision)
+    args.out.with_suffix(".md").write_text(md)
+    print(md, end="")
     return 0
 
 
