@@ -19,6 +19,7 @@ and compute dtype; stage seconds. The Markdown beside it gives mean and spread. 
     python benchmarks/squad_cpu_transfer.py --seeds 42,43                       # full dev-v1.1
     python benchmarks/squad_cpu_transfer.py --heldout --transfer-questions 24000 --seeds 42
     python benchmarks/squad_cpu_transfer.py --quick                              # tiny slices, minutes
+    python benchmarks/squad_cpu_transfer.py --seeds 42,43 --finished-only         # report what has finished
     # a teacher with more labels than the students: its other questions become their transfer set
     python benchmarks/squad_cpu_transfer.py --teacher-questions 12000 --train-questions 4000 \
         --transfer-questions 8000 --student-epochs 4 --student-attention-dropout 0 --seeds 42,43 \
