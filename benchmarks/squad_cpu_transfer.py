@@ -163,10 +163,10 @@ def main() -> int:
             if variant == "kd_transfer":
                 # the transfer run takes exactly as many optimizer steps as the kd run logged (or --steps)
                 logged = [r["step"] for r in train_log(kd_dir)]
-                if not (args.steps or logged) and args.finished_only:
-                    missing.append({"variant": variant, "seed": seed, "output_dir": None})
-                    continue
                 if not (args.steps or logged):
+                    if args.finished_only:
+                        missing.append({"variant": variant, "seed": seed, "output_dir": None})
+                        continue
                     raise SystemExit(f"squad_cpu_transfer.py: kd_transfer takes the kd run's steps: run kd first "
                                      f"({kd_dir} has no train_log.jsonl) or give --steps")
                 steps = args.steps or max(logged)
