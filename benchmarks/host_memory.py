@@ -42,6 +42,7 @@ def child(args) -> dict:
     from distill.cli import setup_logging
     from distill.data.features import WindowConfig, prepare_features
     from distill.data.squad import load_squad, take_questions
+    from distill.dropout import CpuDropout
     from distill.models import load_qa_model, load_tokenizer
     from distill.precision import resolve
     from distill.recipe import TrainConfig
@@ -61,6 +62,7 @@ def child(args) -> dict:
                       ds_config=str(ROOT / "ds_configs" / f"zero2_{precision}.json"), log_every=10_000,
                       attention_dropout=0.0)
     s = setup(cfg, distilbert_from_bert_layers(teacher, [0, 2, 4]), features, WORK / "run", teacher_logits=logits)
+    cpu_dropouts = sum(isinstance(m, CpuDropout) for m in s.engine.module.modules())
     s.engine.train()
     opt = {"s": 0.0}
     engine_step = s.engine.step
@@ -85,59 +87,71 @@ def child(args) -> dict:
             "minor_faults_per_step": (usage.ru_minflt - before.ru_minflt) // args.steps,
             "max_rss_mb": round(usage.ru_maxrss / 1024),
             "max_rss_growth_mb_timed_steps": round((usage.ru_maxrss - before.ru_maxrss) / 1024), "precision": precision,
-            "threads": torch.get_num_threads(), "n_features": len(features)}
+            "threads": torch.get_num_threads(), "n_features": len(features),
+            "cpu_dropout_modules": cpu_dropouts}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def alternate(script: str, var: str, settings: tuple[str, ...], args) -> dict[str, list[dict]]:
+    """`script --child` once per setting and round with environment variable `var` set to it, in turns
+    (a, b, b, a, ...); each child's RESULT dict, by setting. Exits naming the setting whose child failed."""
+    runs = {k: [] for k in settings}
+    for r in range(args.rounds):
+        for setting in settings if r % 2 == 0 else settings[::-1]:
+            cmd = [sys.executable, script, "--child", "--steps", str(args.steps), "--questions", str(args.questions),
+                   "--squad", args.squad]
+            done = subprocess.run(cmd, env={**os.environ, var: setting}, capture_output=True, text=True)
+            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+            if done.returncode or not lines:
+                sys.stderr.write(done.stderr[-3000:])
+                raise SystemExit(f"the {var}={setting} run failed (exit {done.returncode})")
+            runs[setting].append(json.loads(lines[-1][len("RESULT "):]))
+            print(f"round {r + 1} {setting}: {runs[setting][-1]}", flush=True)
+    return runs
+
+
+def arguments(doc: str, out: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--questions", type=int, default=200)
     p.add_argument("--squad", default=str(ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"))
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "host_memory.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def summary(name: str, runs: dict[str, list[dict]], args, keys: tuple[str, ...]) -> dict:
+    """The JSON both A/B benchmarks write: setup, every run, and per setting the median of `keys`."""
+    from distill.precision import cpu_kind
+
+    first = next(iter(runs.values()))[0]
+    return {
+        "benchmark": name, "pipeline": "distill.session.setup + distill.train.train_step",
+        "cpu_kind": cpu_kind(), "compute_dtype": first["precision"], "threads": first["threads"],
+        "student": "DistilBERT 3x384 from MiniLM-L6 layers 0,2,4", "questions": args.questions,
+        "n_features": first["n_features"], "max_seq_length": 256, "batch_size": 16,
+        "attention_dropout": 0.0, "rounds": args.rounds, "steps": args.steps, "runs": runs,
+        "median": {s: {k: statistics.median(run[k] for run in rs) for k in keys} for s, rs in runs.items()},
+    }
+
+
+def main() -> int:
+    args = arguments(__doc__, "host_memory.json")
     if args.child:
         print("RESULT " + json.dumps(child(args)), flush=True)
         return 0
-
-    from distill.precision import cpu_kind
-
-    runs = {k: [] for k in SETTINGS}
-    for r in range(args.rounds):
-        for setting in SETTINGS if r % 2 == 0 else SETTINGS[::-1]:
-            cmd = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--questions", str(args.questions),
-                   "--squad", args.squad]
-            done = subprocess.run(cmd, env={**os.environ, "DISTILL_HOST_MALLOC": setting}, capture_output=True,
-                                  text=True)
-            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-            if done.returncode or not lines:
-                sys.stderr.write(done.stderr[-3000:])
-                raise SystemExit(f"the {setting} run failed (exit {done.returncode})")
-            runs[setting].append(json.loads(lines[-1][len("RESULT "):]))
-            print(f"round {r + 1} {setting}: {runs[setting][-1]}", flush=True)
-
-    def median(setting, key):
-        return statistics.median(run[key] for run in runs[setting])
-
+    runs = alternate(__file__, "DISTILL_HOST_MALLOC", SETTINGS, args)
     keys = ("s_per_step", "optimizer_step_s", "train_efficiency", "minor_faults_per_step", "max_rss_mb",
             "max_rss_growth_mb_timed_steps")
-    summary = {
-        "benchmark": "host_memory", "pipeline": "distill.session.setup + distill.train.train_step",
-        "cpu_kind": cpu_kind(), "compute_dtype": runs["keep"][0]["precision"], "threads": runs["keep"][0]["threads"],
-        "student": "DistilBERT 3x384 from MiniLM-L6 layers 0,2,4", "questions": args.questions,
-        "n_features": runs["keep"][0]["n_features"], "max_seq_length": 256, "batch_size": 16,
-        "attention_dropout": 0.0, "rounds": args.rounds, "steps": args.steps, "runs": runs,
-        "median": {s: {k: median(s, k) for k in keys} for s in SETTINGS},
-        "keep_over_system_s_per_step": [round(k["s_per_step"] / s["s_per_step"], 3)
-                                        for k, s in zip(runs["keep"], runs["system"])],
-    }
-    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    m = summary["median"]
-    print(f"{summary['cpu_kind']}, {summary['compute_dtype']}: " + "; ".join(
+    out = summary("host_memory", runs, args, keys)
+    out["keep_over_system_s_per_step"] = [round(k["s_per_step"] / s["s_per_step"], 3)
+                                          for k, s in zip(runs["keep"], runs["system"])]
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    m = out["median"]
+    print(f"{out['cpu_kind']}, {out['compute_dtype']}: " + "; ".join(
         f"{s}: {m[s]['s_per_step']:.3f} s/step (optimizer {m[s]['optimizer_step_s']:.3f}), train_efficiency "
         f"{m[s]['train_efficiency']:.3f}, {m[s]['minor_faults_per_step']} faults/step, {m[s]['max_rss_mb']} MB peak"
-        for s in SETTINGS) + f"; keep/system per round {summary['keep_over_system_s_per_step']}")
+        for s in SETTINGS) + f"; keep/system per round {out['keep_over_system_s_per_step']}")
     print(f"wrote {args.out}")
     return 0
 

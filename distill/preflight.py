@@ -13,6 +13,7 @@ import logging
 import os
 
 from distill.errors import InputError
+from distill.dropout import choice as cpu_dropout
 from distill.hostmem import choice as host_malloc
 from distill.recipe import Recipe, looks_like_path, resolve_path
 
@@ -137,7 +138,8 @@ def _check_ds_configs(recipe: Recipe, for_run: bool, problems: list[str], notes:
 
 
 def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.PathLike | None = None) -> dict:
-    """Check data files, model sources, tokenizer pairing, teacher layers, ds_configs, precision, DISTILL_HOST_MALLOC.
+    """Check data files, model sources, tokenizer pairing, teacher layers, ds_configs, precision, DISTILL_HOST_MALLOC,
+    DISTILL_CPU_DROPOUT.
 
     `for_run=False` (validate) reports device-dependent problems, such as fp16 on a machine without
     CUDA, as notes: the recipe may be meant for another machine. `recipe_path` heads the error message.
@@ -151,10 +153,11 @@ def preflight(recipe: Recipe, *, for_run: bool = True, recipe_path: str | os.Pat
     _check_models(recipe, loaded, problems, notes)
     _check_layers(recipe, loaded, problems)
     _check_ds_configs(recipe, for_run, problems, notes)
-    try:
-        host_malloc()  # read by session.setup, long after the run has started
-    except InputError as err:
-        problems.append(str(err))
+    for read_by_setup in (host_malloc, cpu_dropout):  # read by session.setup, long after the run has started
+        try:
+            read_by_setup()
+        except InputError as err:
+            problems.append(str(err))
     if problems:
         where = f"{recipe_path}: " if recipe_path else ""
         raise InputError(f"{where}recipe check failed, {len(problems)} problem(s):\n  " + "\n  ".join(problems))

@@ -1,9 +1,10 @@
 """Training setup: the DeepSpeed engine and the Session that the training steps (distill.train) share.
 
 Reads: the recipe's train section, the student model, the features Dataset, teacher logits or a teacher
-model, the ds_config JSON. Writes nothing: `setup` checks the inputs, keeps freed host memory on a CPU
-(distill.hostmem), joins the process group, resolves the precision, fills the DeepSpeed config, builds the
-engine (AdamW + warmup/decay schedule unless the JSON has its own) and this rank's tensor views of the data.
+model, the ds_config JSON. Writes nothing: `setup` checks the inputs, on a CPU keeps freed host memory and
+draws dropout masks 64 bits at a time (distill.hostmem, distill.dropout), joins the process group, resolves
+the precision, fills the DeepSpeed config, builds the engine (AdamW + warmup/decay schedule unless the JSON
+has its own) and this rank's tensor views of the data.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
 
     from distill.data.features import window_lengths
     from distill.distributed import init_distributed
+    from distill.dropout import choice as dropout_choice
+    from distill.dropout import use_cpu_dropout
     from distill.ds_config import build_ds_config
     from distill.flops import PeakMeter, flop_model
     from distill.hostmem import keep_freed_memory
@@ -145,11 +148,15 @@ def setup(cfg: TrainConfig, student_model, features, output_dir: Path, *, teache
             raise InputError(f"{cfg.section}.attention_dropout: {err}") from None
     device = default_device()
     kept = device == "cpu" and keep_freed_memory()
+    swapped = device == "cpu" and dropout_choice() == "bits" and use_cpu_dropout(student_model)
     init_distributed(device)
     rank, world = tdist.get_rank(), tdist.get_world_size()
     if kept and rank == 0:
         log.info("host memory: freed blocks stay in this process, not page-faulted in again each step "
                  "(DISTILL_HOST_MALLOC=system turns this off)")
+    if swapped and rank == 0:
+        log.info("dropout: %d modules draw their CPU masks 64 bits per 4 elements, not by bernoulli_ "
+                 "(DISTILL_CPU_DROPOUT=torch turns this off)", swapped)
     precision = resolve(cfg.precision, device, what=f"{cfg.section}.precision", quiet=rank != 0).precision
     own_attention = student_model.config._attn_implementation
     kernel = training_attention(cfg.attn_implementation, device, precision) or own_attention

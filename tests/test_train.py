@@ -149,6 +149,24 @@ def test_attention_dropout_is_set_for_training_only_and_the_saved_config_keeps_i
     assert AutoConfig.from_pretrained(student_dir).attention_probs_dropout_prob == own
 
 
+def test_cpu_training_swaps_the_models_dropout_for_cpu_masks_unless_told_torch(tiny_bert_dir, features, tmp_path,
+                                                                               monkeypatch):
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from distill.dropout import CpuDropout
+
+    kinds = {}
+    for setting in ("bits", "torch"):
+        monkeypatch.setenv("DISTILL_CPU_DROPOUT", setting)
+        model = AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir)
+        n = sum(isinstance(m, torch.nn.Dropout) for m in model.modules())
+        train_student(cfg(max_steps=1, alpha=0.0), model, AutoTokenizer.from_pretrained(tiny_bert_dir), features,
+                      tmp_path / setting)
+        kinds[setting] = [type(m) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert len(kinds[setting]) == n
+    assert set(kinds["bits"]) == {CpuDropout} and set(kinds["torch"]) == {torch.nn.Dropout}
+
+
 def test_attention_dropout_reaches_distilbert_blocks_and_a_model_without_any_is_refused():
     import torch.nn as nn
     from transformers import DistilBertConfig, DistilBertForQuestionAnswering

@@ -228,6 +228,20 @@ def test_a_bad_host_malloc_setting_is_refused_by_run_before_any_stage(ctx, cli, 
     assert tree_hashes(ctx.tmp) == before
 
 
+@case(input="`distill run` with DISTILL_CPU_DROPOUT=mkl in the environment",
+      expected="exit 2, names the variable and its choices; nothing created")
+def test_a_bad_cpu_dropout_setting_is_refused_by_run_before_any_stage(ctx, cli, observed, monkeypatch):
+    """DISTILL_CPU_DROPOUT is read when training starts; a bad value must stop the run before any stage."""
+    monkeypatch.setenv("DISTILL_CPU_DROPOUT", "mkl")
+    recipe = ctx.make()
+    before = tree_hashes(ctx.tmp)
+    result = cli("run", recipe)
+    observed("\n".join(error_block(result.stderr)) if "error:" in result.stderr else result.stderr[-500:])
+    assert_refused(result, recipe.name, "DISTILL_CPU_DROPOUT='mkl': must be one of bits, torch", problems=True)
+    assert not (ctx.tmp / "out").exists() and not (ctx.tmp / "cache").exists()
+    assert tree_hashes(ctx.tmp) == before
+
+
 @case(input="`distill validate` with train.precision fp16 on a CPU-only machine",
       expected="exit 0, a note that fp16 needs CUDA (the recipe may target a GPU machine)")
 def test_validate_only_notes_fp16_on_cpu(ctx, cli, observed):
