@@ -109,6 +109,16 @@ def alternate(script: str, var: str, settings: tuple[str, ...], args) -> dict[st
     return runs
 
 
+def measure(script: str, doc: str, out: str, var: str, settings: tuple[str, ...]):
+    """A/B benchmark entry: in a `--child` process print its RESULT and return None; in the parent return the
+    arguments and `alternate`'s runs by setting."""
+    args = arguments(doc, out)
+    if args.child:
+        print("RESULT " + json.dumps(child(args)), flush=True)
+        return None
+    return args, alternate(script, var, settings, args)
+
+
 def arguments(doc: str, out: str) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -125,6 +135,7 @@ def summary(name: str, runs: dict[str, list[dict]], args, keys: tuple[str, ...])
     from distill.precision import cpu_kind
 
     first = next(iter(runs.values()))[0]
+    a, b = runs
     return {
         "benchmark": name, "pipeline": "distill.session.setup + distill.train.train_step",
         "cpu_kind": cpu_kind(), "compute_dtype": first["precision"], "threads": first["threads"],
@@ -132,27 +143,31 @@ def summary(name: str, runs: dict[str, list[dict]], args, keys: tuple[str, ...])
         "n_features": first["n_features"], "max_seq_length": 256, "batch_size": 16,
         "attention_dropout": 0.0, "rounds": args.rounds, "steps": args.steps, "runs": runs,
         "median": {s: {k: statistics.median(run[k] for run in rs) for k in keys} for s, rs in runs.items()},
+        f"{a}_over_{b}_s_per_step": [round(x["s_per_step"] / y["s_per_step"], 3) for x, y in zip(runs[a], runs[b])],
     }
 
 
-def main() -> int:
-    args = arguments(__doc__, "host_memory.json")
-    if args.child:
-        print("RESULT " + json.dumps(child(args)), flush=True)
-        return 0
-    runs = alternate(__file__, "DISTILL_HOST_MALLOC", SETTINGS, args)
-    keys = ("s_per_step", "optimizer_step_s", "train_efficiency", "minor_faults_per_step", "max_rss_mb",
-            "max_rss_growth_mb_timed_steps")
-    out = summary("host_memory", runs, args, keys)
-    out["keep_over_system_s_per_step"] = [round(k["s_per_step"] / s["s_per_step"], 3)
-                                          for k, s in zip(runs["keep"], runs["system"])]
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+def finish(out: dict, path: str, detail) -> None:
+    """Write `out` to `path` and print one line: per setting its median step times and `detail(median)`."""
+    Path(path).write_text(json.dumps(out, indent=2) + "\n")
     m = out["median"]
+    a, b = m
     print(f"{out['cpu_kind']}, {out['compute_dtype']}: " + "; ".join(
         f"{s}: {m[s]['s_per_step']:.3f} s/step (optimizer {m[s]['optimizer_step_s']:.3f}), train_efficiency "
-        f"{m[s]['train_efficiency']:.3f}, {m[s]['minor_faults_per_step']} faults/step, {m[s]['max_rss_mb']} MB peak"
-        for s in SETTINGS) + f"; keep/system per round {out['keep_over_system_s_per_step']}")
-    print(f"wrote {args.out}")
+        f"{m[s]['train_efficiency']:.3f}{detail(m[s])}" for s in m)
+        + f"; {a}/{b} per round {out[f'{a}_over_{b}_s_per_step']}")
+    print(f"wrote {path}")
+
+
+def main() -> int:
+    measured = measure(__file__, __doc__, "host_memory.json", "DISTILL_HOST_MALLOC", SETTINGS)
+    if measured is None:
+        return 0
+    args, runs = measured
+    keys = ("s_per_step", "optimizer_step_s", "train_efficiency", "minor_faults_per_step", "max_rss_mb",
+            "max_rss_growth_mb_timed_steps")
+    finish(summary("host_memory", runs, args, keys), args.out,
+           lambda m: f", {m['minor_faults_per_step']} faults/step, {m['max_rss_mb']} MB peak")
     return 0
 
 

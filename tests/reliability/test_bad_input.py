@@ -214,32 +214,32 @@ def test_bad_recipe_is_refused_by_run_before_any_stage(build, needles, ctx, cli,
     assert tree_hashes(ctx.tmp) == before
 
 
-@case(input="`distill run` with DISTILL_HOST_MALLOC=tcmalloc in the environment",
-      expected="exit 2, names the variable and its choices; nothing created")
-def test_a_bad_host_malloc_setting_is_refused_by_run_before_any_stage(ctx, cli, observed, monkeypatch):
-    """DISTILL_HOST_MALLOC is read when training starts; a bad value must stop the run before any stage."""
-    monkeypatch.setenv("DISTILL_HOST_MALLOC", "tcmalloc")
+def refused_env_setting(ctx, cli, observed, monkeypatch, var: str, value: str, message: str) -> None:
+    """`distill run` with `var`=`value` exits 2 with `message`, before any stage: nothing created or changed."""
+    monkeypatch.setenv(var, value)
     recipe = ctx.make()
     before = tree_hashes(ctx.tmp)
     result = cli("run", recipe)
     observed("\n".join(error_block(result.stderr)) if "error:" in result.stderr else result.stderr[-500:])
-    assert_refused(result, recipe.name, "DISTILL_HOST_MALLOC='tcmalloc': must be one of keep, system", problems=True)
+    assert_refused(result, recipe.name, message, problems=True)
     assert not (ctx.tmp / "out").exists() and not (ctx.tmp / "cache").exists()
     assert tree_hashes(ctx.tmp) == before
+
+
+@case(input="`distill run` with DISTILL_HOST_MALLOC=tcmalloc in the environment",
+      expected="exit 2, names the variable and its choices; nothing created")
+def test_a_bad_host_malloc_setting_is_refused_by_run_before_any_stage(ctx, cli, observed, monkeypatch):
+    """DISTILL_HOST_MALLOC is read when training starts; a bad value must stop the run before any stage."""
+    refused_env_setting(ctx, cli, observed, monkeypatch, "DISTILL_HOST_MALLOC", "tcmalloc",
+                        "DISTILL_HOST_MALLOC='tcmalloc': must be one of keep, system")
 
 
 @case(input="`distill run` with DISTILL_CPU_DROPOUT=mkl in the environment",
       expected="exit 2, names the variable and its choices; nothing created")
 def test_a_bad_cpu_dropout_setting_is_refused_by_run_before_any_stage(ctx, cli, observed, monkeypatch):
     """DISTILL_CPU_DROPOUT is read when training starts; a bad value must stop the run before any stage."""
-    monkeypatch.setenv("DISTILL_CPU_DROPOUT", "mkl")
-    recipe = ctx.make()
-    before = tree_hashes(ctx.tmp)
-    result = cli("run", recipe)
-    observed("\n".join(error_block(result.stderr)) if "error:" in result.stderr else result.stderr[-500:])
-    assert_refused(result, recipe.name, "DISTILL_CPU_DROPOUT='mkl': must be one of bits, torch", problems=True)
-    assert not (ctx.tmp / "out").exists() and not (ctx.tmp / "cache").exists()
-    assert tree_hashes(ctx.tmp) == before
+    refused_env_setting(ctx, cli, observed, monkeypatch, "DISTILL_CPU_DROPOUT", "mkl",
+                        "DISTILL_CPU_DROPOUT='mkl': must be one of bits, torch")
 
 
 @case(input="`distill validate` with train.precision fp16 on a CPU-only machine",
