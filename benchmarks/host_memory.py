@@ -36,7 +36,8 @@ SETTINGS = ("keep", "system")
 
 
 def child(args) -> dict:
-    """One measurement in this process, under the DISTILL_HOST_MALLOC the parent set."""
+    """One measurement in this process, under the environment (DISTILL_HOST_MALLOC, DISTILL_CPU_DROPOUT) the
+    parent set."""
     import torch
 
     from distill.cli import setup_logging

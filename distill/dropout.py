@@ -14,12 +14,11 @@ as they govern `bernoulli_`; the masks themselves differ from PyTorch's.
 
 from __future__ import annotations
 
-import os
 
 import torch
 from torch import nn
 
-from distill.errors import InputError
+from distill.errors import env_choice
 
 ENV = "DISTILL_CPU_DROPOUT"
 CHOICES = ("bits", "torch")
@@ -28,10 +27,7 @@ LEVELS = 1 << 16
 
 def choice() -> str:
     """DISTILL_CPU_DROPOUT's value, checked: `bits` (the default) or `torch`."""
-    value = os.environ.get(ENV, "bits").strip().lower() or "bits"
-    if value not in CHOICES:
-        raise InputError(f"environment variable {ENV}={os.environ[ENV]!r}: must be one of {', '.join(CHOICES)}")
-    return value
+    return env_choice(ENV, CHOICES)
 
 
 def keep_mask(shape, p: float, dtype: torch.dtype) -> torch.Tensor:

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 
-from distill.errors import InputError
+from distill.errors import env_choice
 
 ENV = "DISTILL_HOST_MALLOC"
 CHOICES = ("keep", "system")
@@ -33,10 +32,7 @@ _applied = False
 
 def choice() -> str:
     """DISTILL_HOST_MALLOC's value, checked: `keep` (the default) or `system`."""
-    value = os.environ.get(ENV, "keep").strip().lower() or "keep"
-    if value not in CHOICES:
-        raise InputError(f"environment variable {ENV}={os.environ[ENV]!r}: must be one of {', '.join(CHOICES)}")
-    return value
+    return env_choice(ENV, CHOICES)
 
 
 def keep_freed_memory() -> bool:
